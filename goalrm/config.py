@@ -1,0 +1,184 @@
+"""One typed config: dataclasses loaded from YAML and validated up front."""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+
+import yaml
+
+from goalrm.losses import LossConfig
+from goalrm.model import HeadConfig
+from goalrm.sampling import SamplingConfig
+
+SYNTHETIC = "synthetic"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = "tiny"  # "tiny", a local HF folder, or a hub id
+    head: str = "linear"
+    mlp_hidden: int = 0
+    projection_dim: int = 0
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        self.heads()  # validates
+
+    def heads(self) -> HeadConfig:
+        return HeadConfig(head=self.head, mlp_hidden=self.mlp_hidden, projection_dim=self.projection_dim)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = SYNTHETIC  # a JSONL/Parquet file, or "synthetic"
+    eval: str = SYNTHETIC
+    synthetic_train_size: int = 4000
+    synthetic_eval_size: int = 256
+    synthetic_seed: int = 0
+    max_length: int = 256
+    min_prompt_tokens: int = 16
+    on_bad_row: str = "error"  # "error" | "skip" (counted and logged)
+    goal_state_pairs: int = 2048  # training pairs averaged for the exported goal state; 0 = all
+
+    def __post_init__(self):
+        if self.on_bad_row not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
+        if self.max_length < 4:
+            raise ValueError("data.max_length must be >= 4")
+        if self.synthetic_train_size < 1 or self.synthetic_eval_size < 1:
+            raise ValueError("data.synthetic_train_size and data.synthetic_eval_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    num_workers: int = 2
+    use_gpu: bool = False
+    zero_stage: int = 2
+    precision: str = "fp32"  # "fp32" | "bf16"
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_steps: int = 100
+    micro_batch_size: int = 8  # pairs per worker per micro-step
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    log_every: int = 10
+    eval_every: int = 50
+    eval_batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        for name in ("num_workers", "max_steps", "micro_batch_size", "grad_accum", "log_every", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
+            raise ValueError("train.lr must be > 0 and 0 <= train.warmup_steps <= train.max_steps")
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.micro_batch_size * self.grad_accum * self.num_workers
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value, tp, where: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        tp = next(t for t in typing.get_args(tp) if t is not type(None))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        # YAML 1.1 reads `3e-5` as a string
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, data: dict, where: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'top level'}: unknown key(s) {', '.join(repr(k) for k in unknown)}; known: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where or 'top level'}: {e}") from None
+
+
+def config_from_dict(data: dict, source: str = "config") -> Config:
+    try:
+        return _build(Config, data or {})
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_config(path: str | None = None, overrides: dict | None = None) -> Config:
+    """Load a YAML config (None: the embedded demo config), with optional nested overrides."""
+    if path is None:
+        text, source = resources.files("goalrm.configs").joinpath("demo.yaml").read_text(), "demo.yaml"
+    else:
+        try:
+            with open(path) as f:
+                text, source = f.read(), path
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    return config_from_dict(_merge(data, overrides or {}), source)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
+
+
+__all__ = ["Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "SamplingConfig", "TrainConfig", "load_config"]

@@ -1,0 +1,107 @@
+"""Score preference pairs with a reward model and summarise: accuracy, AUROC, Q-values."""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from goalrm.data.batch import collate_pairs
+from goalrm.metrics import chosen_rejected_auroc, pairwise_accuracy
+from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values, span_mask
+
+PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass
+class PairScores:
+    """Per-pair scores; lists so that shards from several workers concatenate."""
+
+    r_chosen: list = field(default_factory=list)
+    r_rejected: list = field(default_factory=list)
+    prefix_q_chosen: dict = field(default_factory=lambda: {f: [] for f in PREFIX_FRACTIONS})
+    prefix_q_rejected: dict = field(default_factory=lambda: {f: [] for f in PREFIX_FRACTIONS})
+    q_before_error: list = field(default_factory=list)  # rejected rows with a known first wrong token
+    q_after_error: list = field(default_factory=list)
+
+    def extend(self, other: "PairScores") -> "PairScores":
+        self.r_chosen += other.r_chosen
+        self.r_rejected += other.r_rejected
+        for f in PREFIX_FRACTIONS:
+            self.prefix_q_chosen[f] += other.prefix_q_chosen[f]
+            self.prefix_q_rejected[f] += other.prefix_q_rejected[f]
+        self.q_before_error += other.q_before_error
+        self.q_after_error += other.q_after_error
+        return self
+
+
+@torch.no_grad()
+def score_pairs(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu") -> PairScores:
+    """`model(input_ids, attention_mask, with_reps=True)` returns a RewardOutput (a RewardModel or a DeepSpeed engine)."""
+    out = PairScores()
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        n = len(chunk)
+        batch = {k: v.to(device) for k, v in collate_pairs(chunk, pad_id).items()}
+        res = model(batch["input_ids"], batch["attention_mask"], with_reps=goal is not None)
+        out.r_chosen += res.rewards[:n].float().cpu().tolist()
+        out.r_rejected += res.rewards[n:].float().cpu().tolist()
+        if goal is None:
+            continue
+        q = q_values(res.reps, goal.to(device))
+        start, end = batch["completion_start"], batch["completion_end"]
+        for f in PREFIX_FRACTIONS:
+            pq = prefix_mean_q(q, start, end, f).cpu()
+            out.prefix_q_chosen[f] += pq[:n].tolist()
+            out.prefix_q_rejected[f] += pq[n:].tolist()
+        err = batch["first_error"]
+        q_rej, s_rej, e_rej = q[n:], start[n:], end[n:]
+        for j in torch.nonzero(err >= 0).flatten().tolist():
+            before = q_rej[j, s_rej[j] : err[j]]
+            after = q_rej[j, err[j] : e_rej[j]]
+            if len(before) and len(after):
+                out.q_before_error.append(float(before.mean()))
+                out.q_after_error.append(float(after.mean()))
+    return out
+
+
+def summarize(scores: PairScores) -> dict:
+    rc, rr = torch.tensor(scores.r_chosen), torch.tensor(scores.r_rejected)
+    metrics = {
+        "n_pairs": len(rc),
+        "accuracy": pairwise_accuracy(rc, rr),
+        "auroc": chosen_rejected_auroc(rc, rr),
+        "reward_margin": float((rc - rr).mean()),
+    }
+    if scores.prefix_q_chosen[1.0]:
+        metrics["prefix_auroc"] = {
+            str(f): chosen_rejected_auroc(torch.tensor(scores.prefix_q_chosen[f]), torch.tensor(scores.prefix_q_rejected[f]))
+            for f in PREFIX_FRACTIONS
+        }
+        metrics["q_gap"] = float(
+            torch.tensor(scores.prefix_q_chosen[1.0]).mean() - torch.tensor(scores.prefix_q_rejected[1.0]).mean()
+        )
+    if scores.q_before_error:
+        metrics["q_before_error"] = float(torch.tensor(scores.q_before_error).mean())
+        metrics["q_after_error"] = float(torch.tensor(scores.q_after_error).mean())
+    return metrics
+
+
+@torch.no_grad()
+def goal_and_reward_stats(model, pairs, pad_id: int, batch_size: int, device="cpu"):
+    """Sums for the goal state (mean final-token representation of preferred completions) and
+    for the reward mean/std; sums so that workers can all-reduce them."""
+    rep_sum, count, r_sum, r_sqsum = None, 0, 0.0, 0.0
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        n = len(chunk)
+        batch = {k: v.to(device) for k, v in collate_pairs(chunk, pad_id).items()}
+        res = model(batch["input_ids"], batch["attention_mask"], with_reps=True)
+        final = final_token_reps(res.reps[:n], res.last_index[:n]).float().sum(0)
+        rep_sum = final if rep_sum is None else rep_sum + final
+        count += n
+        r = res.rewards.double()
+        r_sum += float(r.sum())
+        r_sqsum += float((r * r).sum())
+    return rep_sum, count, r_sum, r_sqsum
+
+
+__all__ = ["PairScores", "score_pairs", "summarize", "goal_and_reward_stats", "span_mask"]

@@ -1,0 +1,88 @@
+"""Reward-model losses: Bradley-Terry on the scalar rewards plus the goal-conditioned contrastive
+term of Nath et al. 2024 (arXiv 2407.13887) on token representations from the same forward pass."""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from goalrm.sampling import SamplingConfig, sample_states
+
+FORMS = ("paper", "infonce")
+COS_EPS = 1e-8  # keeps a zero vector's cosine at 0 instead of NaN
+
+
+def bradley_terry(r_chosen: Tensor, r_rejected: Tensor, margin: float | Tensor | None = None) -> Tensor:
+    diff = r_chosen - r_rejected
+    if margin is not None:
+        diff = diff - margin
+    return -F.logsigmoid(diff).mean()
+
+
+def _unit(x: Tensor) -> Tensor:
+    # fp32 so bf16 representations give stable cosines
+    return F.normalize(x.float(), dim=-1, eps=COS_EPS)
+
+
+def paper_contrastive_loss(src: Tensor, goal_pos: Tensor, src_neg: Tensor, goal_neg: Tensor) -> Tensor:
+    """-log mean σ(cos(src, goal_pos)) - log(1 - mean σ(cos(src_neg, goal_neg))), batch-averaged.
+
+    src [B, S, H] against goals [B, G, H] over all S x G pairs of a row (G may be 1).
+    """
+    pos = torch.sigmoid(_unit(src) @ _unit(goal_pos).mT).mean((1, 2))
+    # 1 - mean σ(c) == mean σ(-c): the same value without the cancellation of 1 - x
+    neg = torch.sigmoid(-(_unit(src_neg) @ _unit(goal_neg).mT)).mean((1, 2))
+    return -(pos.log() + neg.log()).mean()
+
+
+def infonce_contrastive_loss(src: Tensor, goal_pos: Tensor, goal_neg: Tensor, temperature: float = 0.1) -> Tensor:
+    """InfoNCE per (row, source, positive goal) against every rejected-token goal in the batch."""
+    s = _unit(src)
+    pos = s @ _unit(goal_pos).mT / temperature  # [B, S, G]
+    neg = s @ _unit(goal_neg).flatten(0, 1).T / temperature  # [B, S, B*U']: all rows' rejected tokens
+    # -log softmax([pos, negs])[0] = log(1 + Σ e^(neg - pos)) = softplus(logsumexp(neg) - pos),
+    # exact even when the loss is tiny; the negatives are shared by every goal
+    return F.softplus(neg.logsumexp(-1, keepdim=True) - pos).mean()
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    contrastive_weight: float = 0.5  # λ; 0 is pure Bradley-Terry and skips the contrastive term entirely
+    form: str = "paper"  # "paper" | "infonce"
+    temperature: float = 0.1  # infonce only
+    margin: float | None = None
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self):
+        if isinstance(self.sampling, dict):  # e.g. straight from YAML
+            object.__setattr__(self, "sampling", SamplingConfig(**self.sampling))
+        if self.form not in FORMS:
+            raise ValueError(f"loss.form must be one of {FORMS}, got {self.form!r}")
+        if not self.contrastive_weight >= 0:
+            raise ValueError(f"loss.contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        if not self.temperature > 0:
+            raise ValueError(f"loss.temperature must be > 0, got {self.temperature}")
+
+
+def reward_model_loss(
+    rewards: Tensor,
+    hidden: Tensor,
+    completion_start: Tensor,
+    completion_end: Tensor,
+    cfg: LossConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Total loss BT + λ·contrastive for rewards [2B] and hidden [2B, T, H] (B chosen rows, then B rejected)."""
+    b = rewards.shape[0] // 2
+    bt = bradley_terry(rewards[:b], rewards[b:], cfg.margin)
+    contrastive = torch.zeros((), device=bt.device)
+    if cfg.contrastive_weight > 0:  # λ = 0 must not pay for sampling or similarities
+        s = sample_states(hidden, completion_start, completion_end, cfg.sampling, generator)
+        if cfg.form == "paper":
+            contrastive = paper_contrastive_loss(s.src, s.goal_pos, s.src_neg, s.goal_neg)
+        else:
+            contrastive = infonce_contrastive_loss(s.src, s.goal_pos, s.goal_neg, cfg.temperature)
+    total = bt + cfg.contrastive_weight * contrastive
+    values = torch.stack([total.detach().float(), bt.detach().float(), contrastive.detach().float()]).tolist()
+    return total, dict(zip(("loss", "bt_loss", "contrastive_loss"), values))  # one device sync, not three

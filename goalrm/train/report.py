@@ -1,0 +1,39 @@
+"""Driver-side reporting: a progress line per report, metrics.jsonl and TensorBoard."""
+
+import json
+import os
+
+import ray.train
+
+
+class MetricsLogger(ray.train.UserCallback):
+    """Runs in Ray Train's controller, so workers never write the run's logs themselves."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self._tb = None
+
+    def after_report(self, run_context, metrics, checkpoint):
+        m = metrics[0]
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(m) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._tensorboard(m)
+        line = f"step {m['step']:>5}  loss {m['loss']:.4f}  bt {m['bt_loss']:.4f}  contrastive {m['contrastive_loss']:.4f}  {m['pairs_per_s']:.1f} pairs/s  {m['tokens_per_s']:.0f} tok/s"
+        if "eval_accuracy" in m:
+            line += f"  | eval acc {m['eval_accuracy']:.3f}  auroc {m['eval_auroc']:.3f}"
+            if "eval_q_gap" in m:
+                line += f"  q_gap {m['eval_q_gap']:+.3f}"
+        print(line, flush=True)
+
+    def _tensorboard(self, m: dict):
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(self.output_dir, "tensorboard"))
+        for k, v in m.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self._tb.add_scalar(k, v, m["step"])
+        self._tb.flush()

@@ -1,0 +1,204 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import goalrm.losses as losses
+from goalrm.losses import (
+    LossConfig,
+    bradley_terry,
+    infonce_contrastive_loss,
+    paper_contrastive_loss,
+    reward_model_loss,
+)
+from goalrm.sampling import SamplingConfig, sample_states
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.double(), b.double(), dim=0))
+
+
+def t(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+# -- hand-computed values --------------------------------------------------------------------------
+
+
+def test_bradley_terry_by_hand():
+    rc, rr = t([1.0, 0.0]), t([0.0, 0.0])
+    assert bradley_terry(rc, rr).item() == pytest.approx((-math.log(sig(1)) - math.log(0.5)) / 2)
+    expected = (-math.log(sig(0.5)) - math.log(sig(-0.5))) / 2
+    assert bradley_terry(rc, rr, margin=0.5).item() == pytest.approx(expected)
+    assert bradley_terry(rc, rr, margin=t([0.5, -0.5])).item() == pytest.approx((-math.log(sig(0.5)) - math.log(sig(0.5))) / 2)
+
+
+def test_paper_loss_by_hand():
+    # row 0: cosines 1 and 0 against the positive goals, -1 against the negative goal
+    # row 1: cosines 1 and -1 (mean σ = 1/2), 0 against the negative goal (1 - σ(0) = 1/2)
+    src = t([[[2, 0]], [[0, 1]]])
+    goal_pos = t([[[3, 0], [0, 5]], [[0, 1], [0, -1]]])
+    src_neg = t([[[1, 1]], [[1, 0]]])
+    goal_neg = t([[[-2, -2]], [[0, 4]]])
+    row0 = -math.log((sig(1) + 0.5) / 2) - math.log(1 - sig(-1))
+    row1 = 2 * math.log(2)
+    assert paper_contrastive_loss(src, goal_pos, src_neg, goal_neg).item() == pytest.approx((row0 + row1) / 2)
+
+
+def test_infonce_by_hand():
+    tau = 0.5
+    src = t([[[1, 0]], [[0, 1]]])
+    goal_pos = t([[[1, 0]], [[1, 1]]])  # cosines 1 and 1/√2
+    goal_neg = t([[[-1, 0]], [[0, 1]]])  # every row sees both as negatives
+    # row 0: pos 1, negs -1 and 0; row 1: pos 1/√2, negs 0 and 1
+    row0 = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + math.exp(-1 / tau) + 1))
+    p1 = (1 / math.sqrt(2)) / tau
+    row1 = -math.log(math.exp(p1) / (math.exp(p1) + 1 + math.exp(1 / tau)))
+    assert infonce_contrastive_loss(src, goal_pos, goal_neg, tau).item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+
+
+# -- loop references on random inputs ----------------------------------------------------------------
+
+
+def paper_reference(src, goal_pos, src_neg, goal_neg) -> float:
+    total = 0.0
+    for b in range(src.shape[0]):
+        pos = [sig(cos(s, g)) for s in src[b] for g in goal_pos[b]]
+        neg = [sig(cos(s, g)) for s in src_neg[b] for g in goal_neg[b]]
+        total += -math.log(sum(pos) / len(pos)) - math.log(1 - sum(neg) / len(neg))
+    return total / src.shape[0]
+
+
+def infonce_reference(src, goal_pos, goal_neg, tau) -> float:
+    negs = goal_neg.reshape(-1, goal_neg.shape[-1])
+    terms = []
+    for b in range(src.shape[0]):
+        for s in src[b]:
+            neg_logits = [cos(s, n) / tau for n in negs]
+            for g in goal_pos[b]:
+                pos = cos(s, g) / tau
+                terms.append(-pos + math.log(math.exp(pos) + sum(math.exp(x) for x in neg_logits)))
+    return sum(terms) / len(terms)
+
+
+SHAPES = [(1, 1, 1, 1, 1), (2, 3, 3, 2, 2), (3, 4, 1, 5, 1), (4, 2, 5, 3, 4)]  # B, S, G, U, U'
+
+
+@pytest.mark.parametrize("b,s,g,u,un", SHAPES)
+def test_paper_loss_matches_loop(b, s, g, u, un):
+    gen = torch.Generator().manual_seed(b * 100 + s * 10 + g)
+    args = [torch.randn(b, n, 8, generator=gen) for n in (s, g, u, un)]
+    assert paper_contrastive_loss(*args).item() == pytest.approx(paper_reference(*args), rel=1e-5)
+
+
+@pytest.mark.parametrize("b,s,g,u,un", SHAPES)
+@pytest.mark.parametrize("tau", [0.1, 1.0])
+def test_infonce_matches_loop(b, s, g, u, un, tau):
+    gen = torch.Generator().manual_seed(b * 100 + s * 10 + g)
+    src, goal_pos, goal_neg = (torch.randn(b, n, 8, generator=gen) for n in (s, g, un))
+    expected = infonce_reference(src, goal_pos, goal_neg, tau)
+    assert infonce_contrastive_loss(src, goal_pos, goal_neg, tau).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_zero_vectors_stay_finite():
+    src = torch.zeros(2, 3, 4, requires_grad=True)
+    goal = torch.randn(2, 3, 4)
+    loss = paper_contrastive_loss(src, goal, src, goal) + infonce_contrastive_loss(src, goal, goal)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(src.grad).all()
+
+
+# -- the combined loss -------------------------------------------------------------------------------
+
+
+def make_batch(b=3, t=14, h=6, seed=0):
+    """Rows with a prompt before the completion and padding after it."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(2 * b, t, h, generator=gen, requires_grad=True)
+    rewards = torch.randn(2 * b, generator=gen, requires_grad=True)
+    start = torch.randint(1, 5, (2 * b,), generator=gen)
+    end = start + torch.randint(1, t - 5, (2 * b,), generator=gen)
+    return rewards, hidden, start, end
+
+
+def test_config_validation_and_dict_sampling():
+    cfg = LossConfig(sampling={"strategy": "late", "goal": "mean"})
+    assert cfg.sampling == SamplingConfig(strategy="late", goal="mean")
+    for bad in ({"form": "triplet"}, {"contrastive_weight": -0.1}, {"temperature": 0.0}):
+        with pytest.raises(ValueError, match="loss"):
+            LossConfig(**bad)
+    with pytest.raises(ValueError, match="loss.sampling"):
+        LossConfig(sampling={"sim_samples": 0})
+
+
+def test_lambda_zero_is_pure_bradley_terry(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("sample_states called with contrastive_weight=0")
+
+    monkeypatch.setattr(losses, "sample_states", fail)
+    rewards, hidden, start, end = make_batch()
+    total, parts = reward_model_loss(rewards, hidden, start, end, LossConfig(contrastive_weight=0.0, margin=0.2))
+    assert total.item() == pytest.approx(bradley_terry(rewards[:3], rewards[3:], 0.2).item())
+    assert parts == {"loss": pytest.approx(total.item()), "bt_loss": pytest.approx(total.item()), "contrastive_loss": 0.0}
+    g_rewards, g_hidden = torch.autograd.grad(total, [rewards, hidden], allow_unused=True)
+    assert g_hidden is None and g_rewards.abs().sum() > 0
+
+
+@pytest.mark.parametrize("form", ["paper", "infonce"])
+@pytest.mark.parametrize("goal", ["single", "mean"])
+def test_total_is_bt_plus_weighted_contrastive(form, goal):
+    rewards, hidden, start, end = make_batch()
+    cfg = LossConfig(contrastive_weight=0.3, form=form, temperature=0.2, sampling={"goal": goal, "strategy": "late"})
+    total, parts = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(5))
+    assert all(isinstance(v, float) for v in parts.values())
+    assert parts["loss"] == pytest.approx(parts["bt_loss"] + 0.3 * parts["contrastive_loss"])
+    # the contrastive part is the chosen form on the states the same seed draws
+    s = sample_states(hidden, start, end, cfg.sampling, torch.Generator().manual_seed(5))
+    if form == "paper":
+        expected = paper_contrastive_loss(s.src, s.goal_pos, s.src_neg, s.goal_neg)
+    else:
+        expected = infonce_contrastive_loss(s.src, s.goal_pos, s.goal_neg, 0.2)
+    assert parts["contrastive_loss"] == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("form", ["paper", "infonce"])
+def test_contrastive_gradient_reaches_only_sampled_completion_tokens(form):
+    rewards, hidden, start, end = make_batch(b=4, t=16)
+    cfg = LossConfig(contrastive_weight=1.0, form=form)
+    total, _ = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(7))
+    total.backward()
+    touched = hidden.grad.abs().sum(-1) > 0  # [2B, T]
+
+    s = sample_states(hidden, start, end, cfg.sampling, torch.Generator().manual_seed(7))
+    sampled = torch.zeros_like(touched)
+    for r in range(4):
+        sampled[r, s.src_idx[r]] = True
+        sampled[r, s.goal_pos_idx[r]] = True
+        if form == "paper":  # infonce has no negative-term sources
+            sampled[r, s.src_neg_idx[r]] = True
+        sampled[4 + r, s.goal_neg_idx[r]] = True
+    assert not (touched & ~sampled).any()
+    positions = torch.arange(16)[None]
+    completion = (positions >= start[:, None]) & (positions < end[:, None])
+    assert not (touched & ~completion).any()  # never prompt or pad
+    assert touched[:4].any() and touched[4:].any()  # chosen and rejected rows both get gradient
+
+
+def test_contrastive_term_leaves_reward_gradient_alone():
+    rewards, hidden, start, end = make_batch()
+    grads = []
+    for lam in (0.0, 0.5):
+        total, _ = reward_model_loss(rewards, hidden, start, end, LossConfig(contrastive_weight=lam))
+        grads.append(torch.autograd.grad(total, rewards)[0])
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_bf16_hidden_gives_fp32_loss():
+    rewards, hidden, start, end = make_batch()
+    total, _ = reward_model_loss(rewards, hidden.detach().bfloat16(), start, end, LossConfig())
+    assert total.dtype == torch.float32 and torch.isfinite(total)
