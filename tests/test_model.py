@@ -34,7 +34,7 @@ def test_export_loads_in_plain_transformers_with_same_rewards(tmp_path):
     with torch.no_grad():
         model.head.weight.normal_()  # a head of zeros would make any comparison pass
     ours = _rewards(model, tok, "right")
-    save_reward_model(model, tok, str(tmp_path), goal_state=torch.randn(192), reward_mean=0.1, reward_std=2.0)
+    save_reward_model(model, tok, str(tmp_path), goal_state=torch.randn(128), reward_mean=0.1, reward_std=2.0)
 
     plain = AutoModelForSequenceClassification.from_pretrained(str(tmp_path)).eval()
     plain_tok = AutoTokenizer.from_pretrained(str(tmp_path))

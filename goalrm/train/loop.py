@@ -3,6 +3,7 @@
 Runs inside a Ray Train worker; Ray's process group is reused by DeepSpeed.
 """
 
+import logging
 import os
 import tempfile
 import time
@@ -45,6 +46,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     cfg = config_from_dict(loop_config["config"])
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.train.use_gpu else "cpu")
     import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator on import
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # the controller prints one line per report
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -109,14 +112,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         evaluate = (step + 1) % cfg.train.eval_every == 0 or last
         if (step + 1) % cfg.train.log_every == 0 or evaluate:
             elapsed = time.perf_counter() - t_window
-            totals = _all_reduce(torch.tensor([window["tokens"], window["pairs"]], dtype=torch.float64, device=device))
+            keys = ("loss", "bt_loss", "contrastive_loss", "tokens", "pairs")
+            totals = _all_reduce(torch.tensor([float(window[k]) for k in keys], dtype=torch.float64, device=device))
+            totals = dict(zip(keys, totals.tolist()))
             metrics = {
                 "step": step + 1,
                 "epoch": (step + 1) * cfg.train.global_batch_size / len(train_pairs),
                 "lr": scheduler.get_last_lr()[0],
-                **{k: window[k] / window["n"] for k in ("loss", "bt_loss", "contrastive_loss")},
-                "tokens_per_s": float(totals[0]) / elapsed,
-                "pairs_per_s": float(totals[1]) / elapsed,
+                **{k: totals[k] / (window["n"] * world) for k in ("loss", "bt_loss", "contrastive_loss")},
+                "tokens_per_s": totals["tokens"] / elapsed,
+                "pairs_per_s": totals["pairs"] / elapsed,
                 "prompt_truncated": trunc.prompt_truncated,
                 "completion_truncated": trunc.completion_truncated,
                 "bad_rows": bad.count,
