@@ -138,7 +138,7 @@ def _is_messages(value) -> bool:
 
 def _render_messages(row, tokenizer, bad):
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-        raise bad("chosen", "chat messages need a tokenizer with a chat_template to render them")
+        raise bad("chosen", "chat messages need a tokenizer with a chat template (tokenizer.chat_template) to render them")
     prompt_msgs, chosen, rejected = row.get("prompt"), row["chosen"], row["rejected"]
     if prompt_msgs is None:  # whole conversations sharing all but the last message
         if not _is_messages(chosen) or not _is_messages(rejected) or chosen[:-1] != rejected[:-1]:

@@ -1,0 +1,63 @@
+"""Collation: chosen rows then rejected rows; spans and first error index the same tokens under either padding."""
+
+import pytest
+import torch
+
+from goalrm.data import PreferencePair, TokenizedPair, collate_pairs, tokenize_pairs
+from goalrm.tiny import tiny_tokenizer
+
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    tok = tiny_tokenizer()
+    raw = [
+        PreferencePair("1+1=", "2", "3", rejected_first_error=0),
+        PreferencePair("long prompt here ", "the answer", "an answer!", rejected_first_error=1),
+        PreferencePair("q", "yes", "no"),
+    ]
+    return tokenize_pairs(raw, tok, max_length=64)[0]
+
+
+def spans(batch):
+    return [
+        batch["input_ids"][i, s:e].tolist()
+        for i, (s, e) in enumerate(zip(batch["completion_start"].tolist(), batch["completion_end"].tolist()))
+    ]
+
+
+def test_right_padding_layout(pairs):
+    batch = collate_pairs(pairs, PAD)
+    b, width = len(pairs), max(len(p.rejected_ids) for p in pairs)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (2 * b, width)
+    assert batch["attention_mask"].dtype == torch.long
+    rows = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    for i, ids in enumerate(rows):
+        assert batch["input_ids"][i, : len(ids)].tolist() == ids
+        assert batch["attention_mask"][i].sum() == len(ids)
+        assert (batch["input_ids"][i, len(ids) :] == PAD).all()
+    assert spans(batch) == [p.chosen_ids[p.chosen_start :] for p in pairs] + [p.rejected_ids[p.rejected_start :] for p in pairs]
+    assert batch["first_error"].tolist() == [pairs[0].rejected_first_error, pairs[1].rejected_first_error, -1]
+
+
+def test_left_padding_shifts_spans_to_the_same_tokens(pairs):
+    right, left = collate_pairs(pairs, PAD), collate_pairs(pairs, PAD, padding_side="left")
+    assert spans(left) == spans(right)
+    assert (left["attention_mask"][:, -1] == 1).all()
+    assert (left["completion_end"] == left["input_ids"].shape[1]).all()
+    b = len(pairs)
+    for i, fe in enumerate(left["first_error"].tolist()):
+        if right["first_error"][i] < 0:
+            assert fe == -1
+        else:
+            assert left["input_ids"][b + i, fe] == right["input_ids"][b + i, right["first_error"][i]]
+            assert fe - left["completion_start"][b + i] == right["first_error"][i] - right["completion_start"][b + i]
+
+
+def test_bad_arguments():
+    tp = TokenizedPair([1, 5, 2], 1, [1, 6, 2], 1, None)
+    with pytest.raises(ValueError, match="padding_side"):
+        collate_pairs([tp], PAD, padding_side="middle")
+    with pytest.raises(ValueError, match="at least one"):
+        collate_pairs([], PAD)
