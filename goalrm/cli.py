@@ -36,8 +36,9 @@ def format_eval(m: dict) -> str:
     for frac, v in m.get("prefix_auroc", {}).items():
         rows.append((f"AUROC (mean Q, first {float(frac):.0%})", f"{v:.3f}"))
     if "q_before_error" in m:
-        rows.append(("mean Q before first wrong token", f"{m['q_before_error']:+.3f}"))
-        rows.append(("mean Q after first wrong token", f"{m['q_after_error']:+.3f}"))
+        rows.append(("rejected: mean Q before first wrong token", f"{m['q_before_error']:+.3f}"))
+        rows.append(("rejected: mean Q after first wrong token", f"{m['q_after_error']:+.3f}"))
+        rows.append(("chosen: mean Q over the same positions", f"{m['q_after_error_chosen']:+.3f}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -6,7 +6,7 @@ import torch
 
 from goalrm.data.batch import collate_pairs
 from goalrm.metrics import chosen_rejected_auroc, pairwise_accuracy
-from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values, span_mask
+from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
 
 PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -21,6 +21,7 @@ class PairScores:
     prefix_q_rejected: dict = field(default_factory=lambda: {f: [] for f in PREFIX_FRACTIONS})
     q_before_error: list = field(default_factory=list)  # rejected rows with a known first wrong token
     q_after_error: list = field(default_factory=list)
+    q_after_error_chosen: list = field(default_factory=list)  # the chosen solution over the same positions
 
     def extend(self, other: "PairScores") -> "PairScores":
         self.r_chosen += other.r_chosen
@@ -30,6 +31,7 @@ class PairScores:
             self.prefix_q_rejected[f] += other.prefix_q_rejected[f]
         self.q_before_error += other.q_before_error
         self.q_after_error += other.q_after_error
+        self.q_after_error_chosen += other.q_after_error_chosen
         return self
 
 
@@ -55,11 +57,14 @@ def score_pairs(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor |
         err = batch["first_error"]
         q_rej, s_rej, e_rej = q[n:], start[n:], end[n:]
         for j in torch.nonzero(err >= 0).flatten().tolist():
+            # right padding and a shared prompt put chosen and rejected tokens at the same positions
             before = q_rej[j, s_rej[j] : err[j]]
             after = q_rej[j, err[j] : e_rej[j]]
-            if len(before) and len(after):
+            after_chosen = q[j, err[j] : end[j]]
+            if len(before) and len(after) and len(after_chosen):
                 out.q_before_error.append(float(before.mean()))
                 out.q_after_error.append(float(after.mean()))
+                out.q_after_error_chosen.append(float(after_chosen.mean()))
     return out
 
 
@@ -82,6 +87,7 @@ def summarize(scores: PairScores) -> dict:
     if scores.q_before_error:
         metrics["q_before_error"] = float(torch.tensor(scores.q_before_error).mean())
         metrics["q_after_error"] = float(torch.tensor(scores.q_after_error).mean())
+        metrics["q_after_error_chosen"] = float(torch.tensor(scores.q_after_error_chosen).mean())
     return metrics
 
 
@@ -103,5 +109,3 @@ def goal_and_reward_stats(model, pairs, pad_id: int, batch_size: int, device="cp
         r_sqsum += float((r * r).sum())
     return rep_sum, count, r_sum, r_sqsum
 
-
-__all__ = ["PairScores", "score_pairs", "summarize", "goal_and_reward_stats", "span_mask"]

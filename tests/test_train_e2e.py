@@ -32,7 +32,7 @@ def _config(tmp_path, zero_stage, steps, **train):
     return load_config(None, overrides)
 
 
-@pytest.mark.parametrize("zero_stage", [2, 3])
+@pytest.mark.parametrize("zero_stage", [3, 2])
 def test_train_learns_exports_and_evaluates(ray_session, tmp_path, zero_stage):
     from goalrm.eval_cli import run_eval
     from goalrm.train.trainer import train

@@ -27,7 +27,8 @@ def _problem(rng: random.Random):
     total = rng.randint(1, 9)
     ops = []
     for _ in range(rng.randint(2, 3)):
-        # single-digit running totals keep each check a 10x10 table the tiny model can learn
+        # single-digit totals and operands up to 3 keep each check a small table that the
+        # tiny model learns in a few hundred CPU steps; mostly additions, a subtraction from 7 up
         if total >= 7:
             ops.append(("-", rng.randint(1, min(MAX_OPERAND, total))))
         else:

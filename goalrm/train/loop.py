@@ -61,6 +61,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     eval_shard = eval_pairs[rank::world]
 
     # model
+    deepspeed.init_distributed(dist_backend="nccl" if cfg.train.use_gpu else "gloo")  # wraps Ray's process group
     ds_config = deepspeed_config(cfg.train, world)
     hf_ds = HfDeepSpeedConfig(ds_config) if cfg.train.zero_stage == 3 else None  # noqa: F841 (must stay alive)
     model = build_model(cfg.model.name_or_path, cfg.model.heads(), tokenizer, cfg.model.trust_remote_code)
