@@ -96,5 +96,13 @@ def main(argv=None) -> int:
         return 2
 
 
+def job_main(command: str) -> int:
+    """A Ray Jobs entrypoint: COMMAND with the job's flags, joining the cluster it was submitted to.
+
+    "auto" fails when there is no cluster, so a submitted job never starts a Ray of its own.
+    """
+    return main([command, "--address", "auto", *sys.argv[1:]])
+
+
 if __name__ == "__main__":
     sys.exit(main())

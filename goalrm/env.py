@@ -11,7 +11,6 @@ def setup_environment() -> None:
     root = cache_root()
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(root, "torch_extensions"))
     os.environ.setdefault("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the embedded local Ray has no auth to set up
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     os.environ.setdefault("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", "0.5")

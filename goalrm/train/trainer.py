@@ -27,6 +27,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address)
     else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the embedded local Ray has no auth to set up
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
