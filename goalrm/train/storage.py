@@ -1,0 +1,57 @@
+"""Where Ray Train keeps checkpoints, and a check that a multi-node run can reach them from every node."""
+
+import os
+
+from goalrm.config import ConfigError
+
+# Filesystems that every node of a cluster can mount; fuse covers s3fs, gcsfuse, blobfuse and the like.
+SHARED_FS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "wekafs", "9p", "fuse"}
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def filesystem_type(path: str, mounts_file: str = "/proc/mounts") -> str:
+    """The type of the filesystem holding PATH (or its nearest existing parent), from the mount table."""
+    path = os.path.realpath(path)
+    best, best_type = "", "unknown"
+    try:
+        with open(mounts_file) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount, fstype = fields[1], fields[2]
+                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) > len(best):
+                    best, best_type = mount, fstype
+    except OSError:
+        pass
+    return best_type
+
+
+def is_shared(path: str, mounts_file: str = "/proc/mounts") -> bool:
+    return is_uri(path) or filesystem_type(path, mounts_file).split(".")[0] in SHARED_FS
+
+
+def check_storage(path: str, multi_node: bool, mounts_file: str = "/proc/mounts") -> None:
+    """Fail before training when checkpoints written on one node could not be read on another."""
+    if multi_node and not is_shared(path, mounts_file):
+        fstype = filesystem_type(path, mounts_file)
+        raise ConfigError(
+            f"train.storage_path {path!r} is on a node-local filesystem ({fstype}), but this run's workers "
+            "can land on several nodes, which then could not read each other's checkpoints. "
+            "Use a cloud URI (s3://bucket/prefix, gs://...) or a filesystem every node mounts (NFS, Lustre, ...)."
+        )
+
+
+def run_is_multi_node(num_workers: int, resources_per_worker: dict) -> bool:
+    """True unless the cluster is this one node and it alone can host every worker."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) != 1:
+        return True
+    have = nodes[0]["Resources"]
+    return any(have.get(k, 0) < v * num_workers for k, v in resources_per_worker.items())

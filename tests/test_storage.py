@@ -1,0 +1,39 @@
+import pytest
+
+from goalrm.config import ConfigError
+from goalrm.train.storage import check_storage, filesystem_type, is_shared
+
+MOUNTS = """\
+overlay / overlay rw 0 0
+/dev/nvme0n1p1 /scratch ext4 rw 0 0
+fs-1.efs:/ /mnt/shared nfs4 rw 0 0
+s3fs /mnt/bucket fuse.s3fs rw 0 0
+"""
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    p = tmp_path / "mounts"
+    p.write_text(MOUNTS)
+    return str(p)
+
+
+def test_filesystem_type_takes_the_longest_mount_prefix(mounts):
+    assert filesystem_type("/scratch/runs/x", mounts) == "ext4"
+    assert filesystem_type("/mnt/shared/runs", mounts) == "nfs4"
+    assert filesystem_type("/mnt/sharedother", mounts) == "overlay"  # a name prefix is not a mount prefix
+    assert filesystem_type("/mnt/bucket/a", mounts) == "fuse.s3fs"
+
+
+def test_shared_storage_kinds(mounts):
+    assert is_shared("s3://bucket/goalrm", mounts)
+    assert is_shared("/mnt/shared/runs", mounts)
+    assert is_shared("/mnt/bucket/runs", mounts)
+    assert not is_shared("/scratch/runs", mounts)
+
+
+def test_multi_node_run_on_local_disk_fails_early(mounts):
+    with pytest.raises(ConfigError, match=r"'/scratch/runs' is on a node-local filesystem \(ext4\)"):
+        check_storage("/scratch/runs", multi_node=True, mounts_file=mounts)
+    check_storage("/scratch/runs", multi_node=False, mounts_file=mounts)  # one node: local disk is fine
+    check_storage("gs://bucket/runs", multi_node=True, mounts_file=mounts)
