@@ -1,4 +1,4 @@
-"""goalrm command line: train, eval, data."""
+"""goalrm command line: train, eval, steer, report, data."""
 
 import argparse
 import json
@@ -43,6 +43,18 @@ def format_eval(m: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def _steer(args) -> int:
+    from goalrm.steer import SteerSettings
+    from goalrm.steer_cli import format_summary, parse_modes, run_steer
+
+    settings = SteerSettings(args.candidates, args.step_tokens, args.max_new_tokens, args.seed)
+    rows = run_steer(args.policy, args.rm, args.prompts, settings, parse_modes(args.modes), args.goal, args.output)
+    if not args.output:
+        print("\n".join(json.dumps(r) for r in rows))
+    print(format_summary(rows), file=sys.stdout if args.output else sys.stderr)
+    return 0
+
+
 def _data_synthetic(args) -> int:
     from goalrm.data.synthetic import synthetic_pairs
 
@@ -71,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--max-length", type=int, default=1024)
     e.set_defaults(func=_eval)
+
+    g = sub.add_parser("steer", help="guided decoding: keep the sampled chunk with the highest Q-value toward the goal")
+    g.add_argument("--policy", required=True, help="causal LM that proposes text: a local HF folder, hub id, or 'tiny' (random, a smoke test)")
+    g.add_argument("--rm", required=True, help="an exported reward model folder (OUTPUT_DIR/model)")
+    g.add_argument("--prompts", required=True, help="JSONL/Parquet rows with 'prompt', or a text file with one prompt per line")
+    g.add_argument("--candidates", type=int, default=8, help="K chunks sampled per step when steering")
+    g.add_argument("--step-tokens", type=int, default=8, help="N policy tokens per chunk")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--goal", help="safetensors with tensor 'goal' [H] (default: the export's goal_state.safetensors)")
+    g.add_argument("--modes", default="steer,sample,greedy", help="comma-separated: steer, sample (K=1), greedy")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--output", help="JSONL: prompt, mode, text, final_q, q_trace per step (default: stdout)")
+    g.set_defaults(func=_steer)
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
