@@ -32,13 +32,9 @@ def _eval(args) -> int:
 
 
 def format_eval(m: dict) -> str:
-    rows = [("pairs", f"{m['n_pairs']}"), ("accuracy", f"{m['accuracy']:.3f}"), ("AUROC (reward)", f"{m['auroc']:.3f}")]
-    for frac, v in m.get("prefix_auroc", {}).items():
-        rows.append((f"AUROC (mean Q, first {float(frac):.0%})", f"{v:.3f}"))
-    if "q_before_error" in m:
-        rows.append(("rejected: mean Q before first wrong token", f"{m['q_before_error']:+.3f}"))
-        rows.append(("rejected: mean Q after first wrong token", f"{m['q_after_error']:+.3f}"))
-        rows.append(("chosen: mean Q over the same positions", f"{m['q_after_error_chosen']:+.3f}"))
+    from goalrm.eval_cli import eval_rows
+
+    rows = eval_rows(m)
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -52,6 +48,15 @@ def _steer(args) -> int:
     if not args.output:
         print("\n".join(json.dumps(r) for r in rows))
     print(format_summary(rows), file=sys.stdout if args.output else sys.stderr)
+    return 0
+
+
+def _report(args) -> int:
+    from goalrm.report.build import build_report
+
+    metrics = build_report(args.run, args.data, args.output, args.samples, args.batch_size, args.max_length)
+    print(format_eval(metrics))
+    print(f"report written to {args.output}")
     return 0
 
 
@@ -96,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--output", help="JSONL: prompt, mode, text, final_q, q_trace per step (default: stdout)")
     g.set_defaults(func=_steer)
+
+    r = sub.add_parser("report", help="one self-contained HTML page: Q-value heatmaps, AUROC against prefix, rewards, training curves")
+    r.add_argument("--run", required=True, help="a training output dir (holding model/ and metrics.jsonl)")
+    r.add_argument("--data", required=True, help="JSONL/Parquet preference pairs, or 'synthetic' for the held-out demo split")
+    r.add_argument("--output", required=True, help="the HTML file to write")
+    r.add_argument("--samples", type=int, default=4, help="pairs shown as token-level Q-value heatmaps")
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--max-length", type=int, default=1024)
+    r.set_defaults(func=_report)
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)

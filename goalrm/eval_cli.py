@@ -2,21 +2,39 @@
 
 import json
 import os
+from dataclasses import dataclass
 
 import torch
 
 from goalrm.config import DataConfig
+from goalrm.data.errors import BadRows
 from goalrm.data.load import load_tokenized
-from goalrm.evaluate import score_pairs, summarize
+from goalrm.evaluate import PairScores, score_pairs, summarize
 from goalrm.model import load_reward_model
 
 
-def run_eval(model_dir: str, data: str, output_json: str | None = None, batch_size: int = 32, max_length: int = 1024) -> dict:
+@dataclass
+class Scored:
+    model: torch.nn.Module
+    tokenizer: object
+    goal: torch.Tensor | None
+    pairs: list  # TokenizedPair, in data order
+    scores: PairScores
+    bad_rows: BadRows
+
+
+def score_data(model_dir: str, data: str, batch_size: int = 32, max_length: int = 1024) -> Scored:
     model, tokenizer, goal, _ = load_reward_model(model_dir)
     pairs, _, bad = load_tokenized(data, "eval", DataConfig(max_length=max_length), tokenizer)
     with torch.inference_mode():
-        metrics = summarize(score_pairs(model, pairs, tokenizer.pad_token_id, batch_size, goal))
-    metrics["bad_rows"] = bad.count
+        scores = score_pairs(model, pairs, tokenizer.pad_token_id, batch_size, goal)
+    return Scored(model, tokenizer, goal, pairs, scores, bad)
+
+
+def run_eval(model_dir: str, data: str, output_json: str | None = None, batch_size: int = 32, max_length: int = 1024) -> dict:
+    scored = score_data(model_dir, data, batch_size, max_length)
+    metrics = summarize(scored.scores)
+    metrics["bad_rows"] = scored.bad_rows.count
     if output_json:
         os.makedirs(os.path.dirname(os.path.abspath(output_json)), exist_ok=True)
         tmp = output_json + ".tmp"
@@ -24,3 +42,15 @@ def run_eval(model_dir: str, data: str, output_json: str | None = None, batch_si
             json.dump(metrics, f, indent=2)
         os.replace(tmp, output_json)
     return metrics
+
+
+def eval_rows(m: dict) -> list[tuple[str, str]]:
+    """The metrics as (label, value) rows, for the console and the report."""
+    rows = [("pairs", f"{m['n_pairs']}"), ("accuracy", f"{m['accuracy']:.3f}"), ("AUROC (reward)", f"{m['auroc']:.3f}")]
+    for frac, v in m.get("prefix_auroc", {}).items():
+        rows.append((f"AUROC (mean Q, first {float(frac):.0%})", f"{v:.3f}"))
+    if "q_before_error" in m:
+        rows.append(("rejected: mean Q before first wrong token", f"{m['q_before_error']:+.3f}"))
+        rows.append(("rejected: mean Q after first wrong token", f"{m['q_after_error']:+.3f}"))
+        rows.append(("chosen: mean Q over the same positions", f"{m['q_after_error_chosen']:+.3f}"))
+    return rows

@@ -35,20 +35,24 @@ class PairScores:
         return self
 
 
+def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device):
+    """Per batch: (pairs in it, collated batch, RewardOutput, Q-values [2n, T] or None); chosen rows first."""
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        batch = {k: v.to(device) for k, v in collate_pairs(chunk, pad_id).items()}
+        res = model(batch["input_ids"], batch["attention_mask"], with_reps=goal is not None)
+        yield len(chunk), batch, res, None if goal is None else q_values(res.reps, goal.to(device))
+
+
 @torch.no_grad()
 def score_pairs(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu") -> PairScores:
     """`model(input_ids, attention_mask, with_reps=True)` returns a RewardOutput (a RewardModel or a DeepSpeed engine)."""
     out = PairScores()
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i : i + batch_size]
-        n = len(chunk)
-        batch = {k: v.to(device) for k, v in collate_pairs(chunk, pad_id).items()}
-        res = model(batch["input_ids"], batch["attention_mask"], with_reps=goal is not None)
+    for n, batch, res, q in _forward(model, pairs, pad_id, batch_size, goal, device):
         out.r_chosen += res.rewards[:n].float().cpu().tolist()
         out.r_rejected += res.rewards[n:].float().cpu().tolist()
-        if goal is None:
+        if q is None:
             continue
-        q = q_values(res.reps, goal.to(device))
         start, end = batch["completion_start"], batch["completion_end"]
         for f in PREFIX_FRACTIONS:
             pq = prefix_mean_q(q, start, end, f).cpu()
@@ -65,6 +69,17 @@ def score_pairs(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor |
                 out.q_before_error.append(float(before.mean()))
                 out.q_after_error.append(float(after.mean()))
                 out.q_after_error_chosen.append(float(after_chosen.mean()))
+    return out
+
+
+@torch.no_grad()
+def token_q_values(model, pairs, pad_id: int, goal: torch.Tensor, batch_size: int = 32, device="cpu") -> list[tuple[list, list]]:
+    """Each pair's Q-value at every token of its chosen and rejected sequence (prompt included)."""
+    out = []
+    for n, batch, _, q in _forward(model, pairs, pad_id, batch_size, goal, device):
+        lengths = batch["attention_mask"].sum(1).tolist()  # right padding: real tokens come first
+        rows = [q[j, : lengths[j]].cpu().tolist() for j in range(2 * n)]
+        out += list(zip(rows[:n], rows[n:]))
     return out
 
 
