@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.goalrm-installed
 export GOALRM_CACHE ?= $(HOME)/.cache/goalrm
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo report test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/goalrm train --output-dir runs/demo
 	$(BIN)/goalrm eval --model runs/demo/model --data synthetic --output-json runs/demo/eval.json
+
+report: $(STAMP)
+	$(BIN)/goalrm report --run runs/demo --data synthetic --output runs/demo/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

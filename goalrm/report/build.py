@@ -43,7 +43,9 @@ def _sample(i, pair, qs, rewards, tokenizer, colour) -> str:
         rejected_marks[error] = ("first-error", "first wrong token")
         if pair.chosen_start == pair.rejected_start:  # same prompt tokens: the positions line up
             chosen_marks[error] = ("same-position", "same position as the first wrong token of the rejected")
-    parts = [f'<div class="sample"><div class="label">pair {i + 1}: prompt</div><div class="row"><div class="texts">']
+    verdict = "ranked right" if rewards[0] > rewards[1] else "ranked wrong"
+    head = f'pair {i + 1} <span class="note">{verdict}, reward margin {rewards[0] - rewards[1]:+.3f}</span>'
+    parts = [f'<div class="sample"><div class="label">{head}</div><div class="row"><div class="texts">']
     parts.append(f'<div class="prompt">{escape(tokenizer.decode(pair.chosen_ids[: pair.chosen_start], skip_special_tokens=True))}</div>')
     for name, ids, start, q, marks, reward in (
         ("chosen", pair.chosen_ids, pair.chosen_start, q_chosen, chosen_marks, rewards[0]),

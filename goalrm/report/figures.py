@@ -36,7 +36,7 @@ def colorbar(vmax: float) -> bytes:
 
 def training_curves(rows: list[dict]) -> bytes:
     """Losses per report; eval accuracy, AUROC and prefix AUROC per eval, from metrics.jsonl rows."""
-    fig = Figure(figsize=(11, 3.6))
+    fig = Figure(figsize=(12, 3.6))
     loss_ax, eval_ax = fig.subplots(1, 2)
     for key, label in (("loss", "total"), ("bt_loss", "Bradley-Terry"), ("contrastive_loss", "contrastive")):
         pts = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
@@ -53,10 +53,12 @@ def training_curves(rows: list[dict]) -> bytes:
         eval_ax.plot(*zip(*pts), ls="--", color=colour, label=f"AUROC (mean Q, first {float(frac):.0%})")
     eval_ax.axhline(0.5, color="#999", lw=0.8, ls=":")
     eval_ax.set(title="held-out evaluation", xlabel="step", ylim=(0.4, 1.0))
-    for ax, where in ((loss_ax, "upper right"), (eval_ax, "lower right")):
+    for ax in (loss_ax, eval_ax):
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc=where)
+    if loss_ax.get_legend_handles_labels()[0]:
+        loss_ax.legend(fontsize=8, loc="upper right")
+    if evals:  # beside the axes: the curves fill the plot wherever they end up
+        eval_ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _png(fig)
 
 
