@@ -133,7 +133,8 @@ def decode(policy, tokenizer, score, prompt: str, mode: str, settings: SteerSett
 
 
 def decode_all(policy, tokenizer, score, prompts: list[str], modes, settings: SteerSettings):
-    """Every prompt in every mode; each (prompt, mode) from its own seed, so results do not depend on order."""
+    """Every prompt in every mode; the RNG is reset from the seed and the prompt's index before each mode,
+    so a result does not depend on the other prompts or on which modes run."""
     for i, prompt in enumerate(prompts):
         for mode in modes:
             torch.manual_seed(settings.seed * 1_000_003 + i)
