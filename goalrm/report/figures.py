@@ -36,7 +36,7 @@ def colorbar(vmax: float) -> bytes:
 
 def training_curves(rows: list[dict]) -> bytes:
     """Losses per report; eval accuracy, AUROC and prefix AUROC per eval, from metrics.jsonl rows."""
-    fig = Figure(figsize=(12, 3.6))
+    fig = Figure(figsize=(10, 3.6))
     loss_ax, eval_ax = fig.subplots(1, 2)
     for key, label in (("loss", "total"), ("bt_loss", "Bradley-Terry"), ("contrastive_loss", "contrastive")):
         pts = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
@@ -56,7 +56,7 @@ def training_curves(rows: list[dict]) -> bytes:
     for ax in (loss_ax, eval_ax):
         ax.grid(alpha=0.3)
     if loss_ax.get_legend_handles_labels()[0]:
-        loss_ax.legend(fontsize=8, loc="upper right")
+        loss_ax.legend(fontsize=8, loc="best")
     if evals:  # beside the axes: the curves fill the plot wherever they end up
         eval_ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _png(fig)

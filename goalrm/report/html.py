@@ -6,6 +6,7 @@ from html import escape
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+img { max-width: 100%; height: auto; }
 .meta { color: #666; } .note { color: #666; font-size: 0.9em; }
 table.metrics { border-collapse: collapse; } table.metrics tr:nth-child(even) { background: #f5f5f5; }
 table.metrics td { padding: 3px 16px 3px 6px; } table.metrics td:last-child { font-family: monospace; font-size: 1.05em; text-align: right; }
