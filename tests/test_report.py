@@ -16,14 +16,7 @@ IMG = re.compile(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]
 TOKEN = re.compile(r'<span class="tok ([^"]*)" style="background:#[0-9a-f]{6}" title="Q = ([-+0-9.]+)[^"]*">(.*?)</span>', re.S)
 HEAT = re.compile(r'<div class="heat">(.*?)</div>', re.S)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models gain nothing from threads, and on a shared, busy CPU spinning threads cost far more
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,7 @@ from goalrm.tiny import tiny_config, tiny_tokenizer
 
 PROMPTS = [f"Q{i}: {i} plus {i % 7} is\n" for i in range(24)]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models gain nothing from threads, and on a shared, busy CPU spinning threads cost far more
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
