@@ -4,7 +4,6 @@ A block is (input file, row range): its output, rejects and done marker are name
 file's place in the sorted input list and the range, so a rerun writes the same names."""
 
 import fnmatch
-import gzip
 import io
 import json
 import os
@@ -72,8 +71,8 @@ def plan_blocks(fs, files: list[str], block_rows: int) -> list[Block]:
                 n = pq.ParquetFile(f).metadata.num_rows
             blocks += [Block(path, index, s, min(s + block_rows, n), 0) for s in range(0, n, block_rows)]
         elif path.endswith(".gz"):  # no seeking into gzip: one block per file
-            with fs.open_input_stream(path) as f:
-                n = sum(1 for _ in gzip.open(f))
+            with fs.open_input_stream(path) as f:  # pyarrow decompresses by the file's suffix
+                n = sum(1 for _ in io.BufferedReader(f, 1 << 20))
             blocks.append(Block(path, index, 0, n, 0))
         else:
             blocks += _line_blocks(fs, path, index, block_rows)
@@ -102,8 +101,7 @@ def read_block(fs, block: Block) -> tuple[pa.Table | None, list[tuple[int, objec
     with (fs.open_input_stream if gz else fs.open_input_file)(block.path) as raw:
         if not gz:
             raw.seek(block.offset)
-        f = gzip.open(raw) if gz else io.BufferedReader(raw, 1 << 20)
-        for i, line in enumerate(f):
+        for i, line in enumerate(io.BufferedReader(raw, 1 << 20)):
             if i >= block.stop - block.start:
                 break
             if line.strip():
