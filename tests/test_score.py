@@ -264,11 +264,12 @@ def test_interrupted_job_rerun_gives_every_row_once(tmp_path, model_dir, ray_ses
     out = tmp_path / "out"
     fs, files = input_files(str(data))
     blocks = plan_blocks(fs, files, 10)
-    # what a killed job leaves: one block done, one written but not marked done, a half-written temp file
-    _run(model_dir, data, out, block_rows=10, num_scorers=1)
-    for b in blocks[1:]:
-        os.remove(output_paths(str(out), b)[DONE])
-    os.remove(output_paths(str(out), blocks[3])[SCORED])
+    cfg = ScoreConfig(model=model_dir, input=str(data), output=str(out), block_rows=10)
+    model, tok, goal = load_scorer(model_dir)
+    # what a killed job leaves: a block done, a block written but not marked done, a half-written temp file
+    for b in blocks[:2]:
+        score_block(fs, b, model, tok, goal, cfg, str(out))
+    os.remove(output_paths(str(out), blocks[1])[DONE])
     stale = out / SCORED / f".{blocks[2].name}.parquet.tmp-deadbeef"
     stale.write_bytes(b"PAR1 partial")
     s = _run(model_dir, data, out, block_rows=10, num_scorers=1)
