@@ -1,4 +1,4 @@
-"""goalrm command line: train, eval, steer, report, data."""
+"""goalrm command line: train, eval, score, steer, report, data."""
 
 import argparse
 import json
@@ -60,6 +60,15 @@ def _report(args) -> int:
     return 0
 
 
+def _score(args) -> int:
+    from goalrm.config import ScoreConfig
+    from goalrm.score.run import score
+
+    fields = {k: v for k, v in vars(args).items() if k in ScoreConfig.__dataclass_fields__}
+    score(ScoreConfig(**fields), address=args.address)
+    return 0
+
+
 def _data_synthetic(args) -> int:
     from goalrm.data.synthetic import synthetic_pairs
 
@@ -110,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--max-length", type=int, default=1024)
     r.set_defaults(func=_report)
+    c = sub.add_parser("score", help="score and filter completions on Ray Data: reward and token Q-values per row")
+    c.add_argument("--model", required=True, help="an exported model folder (OUTPUT_DIR/model)")
+    c.add_argument("--input", required=True, help="JSONL/Parquet file, folder or glob (local or a pyarrow filesystem URI)")
+    c.add_argument("--output", required=True, help="folder for scored/*.parquet, rejects/, summary.json; rerun into it to resume")
+    c.add_argument("--threshold", type=float, default=0.0, help="drop a completion at its first Q-value below this")
+    c.add_argument("--goal", help="safetensors file with tensor 'goal' (default: the model's goal_state.safetensors)")
+    c.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass, taken in length order")
+    c.add_argument("--num-scorers", type=int, default=1, help="scorer actors, one model load each")
+    c.add_argument("--gpus-per-scorer", type=float, default=0.0)
+    c.add_argument("--cpus-per-scorer", type=float, default=0.0, help="0: share the node's CPUs among the scorers")
+    c.add_argument("--threads-per-scorer", type=int, default=0, help="torch threads; 0: the node's CPUs over the scorers")
+    c.add_argument("--block-rows", type=int, default=10000, help="input rows per output file; the unit of resuming")
+    c.add_argument("--max-length", type=int, default=1024)
+    c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    c.add_argument("--group-col", help="with --answer-col: majority vote per group before and after filtering")
+    c.add_argument("--answer-col")
+    c.add_argument("--label-col", help="truthy = the row's answer is correct; gives majority-vote accuracy")
+    c.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
+    c.set_defaults(func=_score)
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)

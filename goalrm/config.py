@@ -100,6 +100,41 @@ class Config:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class ScoreConfig:
+    """`goalrm score`; the names are its flags'."""
+
+    model: str
+    input: str
+    output: str
+    threshold: float = 0.0  # a completion is dropped at its first Q-value below this
+    goal: str | None = None  # safetensors with tensor "goal"; default: the model's goal_state.safetensors
+    batch_size: int = 16  # sequences per forward pass, taken in length order
+    num_scorers: int = 1  # actors, one model each
+    gpus_per_scorer: float = 0.0
+    cpus_per_scorer: float = 0.0  # 0: share the node's CPUs, leaving half a CPU for Ray Data
+    threads_per_scorer: int = 0  # torch threads; 0: the node's CPUs over the scorers
+    block_rows: int = 10000  # rows per block: the unit of output files and of resuming
+    max_length: int = 1024
+    min_prompt_tokens: int = 16
+    dtype: str = "float32"  # float32 | bfloat16
+    group_col: str | None = None
+    answer_col: str | None = None
+    label_col: str | None = None
+
+    def __post_init__(self):
+        for name in ("batch_size", "num_scorers", "block_rows", "max_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("gpus_per_scorer", "cpus_per_scorer", "threads_per_scorer", "min_prompt_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if (self.group_col is None) != (self.answer_col is None) or (self.label_col and not self.group_col):
+            raise ConfigError("--group-col and --answer-col go together (and --label-col needs them)")
+
+
 def _coerce(value, tp, where: str):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -181,4 +216,4 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-__all__ = ["Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "SamplingConfig", "TrainConfig", "load_config"]
+__all__ = ["Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "SamplingConfig", "ScoreConfig", "TrainConfig", "load_config"]

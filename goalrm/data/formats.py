@@ -38,14 +38,18 @@ def _records(path: str) -> Iterator[tuple[int, object]]:
     # bytes per line, so one undecodable line is one bad row, not a crashed read
     with opener(path, "rb") as f:
         for i, raw in enumerate(f):
-            if not raw.strip():
-                continue
-            try:
-                yield i + 1, json.loads(raw)
-            except json.JSONDecodeError as e:
-                yield i + 1, BadRowError(path, i + 1, None, f"malformed JSON ({e.msg} at column {e.colno})")
-            except UnicodeDecodeError:
-                yield i + 1, BadRowError(path, i + 1, None, "not valid UTF-8")
+            if raw.strip():
+                yield i + 1, parse_json_line(raw, path, i + 1)
+
+
+def parse_json_line(raw: bytes, path: str, line: int):
+    """The parsed row, or a BadRowError to raise or skip later, so one bad line is one bad row."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        return BadRowError(path, line, None, f"malformed JSON ({e.msg} at column {e.colno})")
+    except UnicodeDecodeError:
+        return BadRowError(path, line, None, "not valid UTF-8")
 
 
 def read_pairs(path, tokenizer=None, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> list[PreferencePair]:
@@ -69,6 +73,36 @@ def pairs_from_records(
             out.extend(_pairs_from_row(row, path, line, tokenizer))
         except BadRowError as err:
             handle(err, on_bad_row, bad_rows)
+    return out
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One text to score: `prompt + completion`, and which side of a pair it was (None for a prompt/completion row)."""
+
+    prompt: str
+    completion: str
+    role: str | None = None
+
+
+def completions_from_row(row, path: str, line: int, tokenizer=None) -> list[Completion]:
+    """A 'prompt'/'completion' row gives one completion; a training-layout row gives each distinct
+    chosen and rejected completion once, validated exactly as for training."""
+    if isinstance(row, dict) and not {"completion", "chosen", "rejected", "question", "correct", "incorrect"} & set(row):
+        raise BadRowError(path, line, None, f"unknown layout with keys {sorted(row)}; expected 'prompt'/'completion' or {LAYOUTS}")
+    if isinstance(row, dict) and "completion" in row:
+        prompt, completion = row.get("prompt"), row["completion"]
+        for key, value in (("prompt", prompt), ("completion", completion)):
+            if not isinstance(value, str):
+                raise BadRowError(path, line, key, "missing" if value is None else f"must be a string, got {type(value).__name__}")
+        if not completion.strip():
+            raise BadRowError(path, line, "completion", "empty completion")
+        return [Completion(prompt, completion)]
+    out = []
+    for pair in _pairs_from_row(row, path, line, tokenizer):
+        for c in (Completion(pair.prompt, pair.chosen, "chosen"), Completion(pair.prompt, pair.rejected, "rejected")):
+            if c not in out:
+                out.append(c)
     return out
 
 

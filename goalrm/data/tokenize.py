@@ -94,6 +94,15 @@ def tokenize_pair(pair, tokenizer, max_length: int, min_prompt_tokens: int = 16,
     return TokenizedPair(c_ids, c_start, r_ids, r_start, r_error, pair.source)
 
 
+def tokenize_completion(prompt: str, completion: str, tokenizer, max_length: int, min_prompt_tokens: int = 16, where=("<memory>", 1, "completion"), stats=None):
+    """One `prompt + completion` under the same rules as a pair: (ids, first completion token)."""
+    local = TruncationStats()
+    ids, start, _ = _truncate(*_encode(tokenizer, prompt, completion, None, where), max_length, min_prompt_tokens, local, where)
+    if stats is not None:
+        stats.merge(local)
+    return ids, start
+
+
 def tokenize_pairs(
     pairs, tokenizer, max_length: int, min_prompt_tokens: int = 16, on_bad_row: str = "error", bad_rows: BadRows | None = None
 ) -> tuple[list[TokenizedPair], TruncationStats]:

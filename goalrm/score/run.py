@@ -1,0 +1,114 @@
+"""`goalrm score` on Ray Data: the input's blocks go through an actor pool of scorers, one model
+load per actor, each writing its blocks' files itself; then the summary."""
+
+import json
+import os
+import time
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig
+
+from goalrm.config import ConfigError, ScoreConfig
+from goalrm.model import GOAL_FILE, GOALRM_FILE
+from goalrm.score.block import score_block
+from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp, write_json
+from goalrm.score.scorer import load_goal, load_scorer
+from goalrm.score.summary import format_summary, majority_from_output, read_markers, summarize
+
+JOB_FILE = "job.json"
+SUMMARY_FILE = "summary.json"
+
+
+def score(cfg: ScoreConfig, address: str | None = None, print_summary: bool = True) -> dict:
+    from goalrm.train.trainer import init_ray
+
+    out_dir = os.path.abspath(cfg.output)
+    _check_model(cfg)
+    fs, files = input_files(cfg.input)
+    blocks = plan_blocks(fs, files, cfg.block_rows)
+    _claim(out_dir, cfg, fs, files)
+    remove_stale_tmp(out_dir)
+    todo = [b for b in blocks if not os.path.exists(output_paths(out_dir, b)[DONE])]
+    run_markers, t0 = [], time.perf_counter()
+    if todo:
+        init_ray(address)
+        t0 = time.perf_counter()  # scoring time: actor start-up and model loads included, Ray's own start not
+        run_markers = _score_blocks(todo, cfg, out_dir)
+    summary = summarize(read_markers(out_dir, blocks), len(blocks), run_markers, time.perf_counter() - t0)
+    if cfg.group_col:
+        summary["majority"] = majority_from_output(out_dir, cfg.group_col, cfg.answer_col, cfg.label_col)
+        summary["majority"]["tokens_saved_fraction"] = summary["tokens_saved_fraction"]
+    write_json(os.path.join(out_dir, SUMMARY_FILE), summary)
+    if print_summary:
+        print(format_summary(summary), flush=True)
+    return summary
+
+
+class BlockScorer:
+    """One Ray Data actor: loads the model once, then scores whole blocks."""
+
+    def __init__(self, cfg: ScoreConfig, out_dir: str, threads: int):
+        torch.set_num_threads(threads)
+        self.cfg, self.out_dir = cfg, out_dir
+        self.device = "cuda" if cfg.gpus_per_scorer else "cpu"
+        self.model, self.tokenizer, self.goal = load_scorer(cfg.model, cfg.goal, self.device, cfg.dtype)
+        self.fs, _ = filesystem(cfg.input)
+
+    def __call__(self, batch: dict) -> dict:
+        markers = []
+        for i in range(len(batch["path"])):
+            block = Block(str(batch["path"][i]), *(int(batch[k][i]) for k in ("file_index", "start", "stop", "offset")))
+            m = score_block(self.fs, block, self.model, self.tokenizer, self.goal, self.cfg, self.out_dir, self.device)
+            markers.append(json.dumps(m))
+        return {"marker": markers}
+
+
+def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dict]:
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    node_cpus = ray.cluster_resources().get("CPU", 1.0)
+    threads = cfg.threads_per_scorer or max(1, int(node_cpus // cfg.num_scorers))
+    # whole CPUs for every actor can leave Ray Data none for its own tasks: it then waits forever
+    cpus = cfg.cpus_per_scorer or min(float(threads), max(0.1, (node_cpus - 0.5) / cfg.num_scorers))
+    ds = ray.data.from_items([b.as_dict() for b in todo], override_num_blocks=len(todo)).map_batches(
+        BlockScorer,
+        fn_constructor_kwargs={"cfg": cfg, "out_dir": out_dir, "threads": threads},
+        batch_size=1,
+        compute=ActorPoolStrategy(size=min(cfg.num_scorers, len(todo))),
+        num_cpus=cpus,
+        num_gpus=cfg.gpus_per_scorer or None,
+    )
+    return [json.loads(row["marker"]) for row in ds.iter_rows()]
+
+
+def _check_model(cfg: ScoreConfig) -> None:
+    """Fail before Ray starts: no export, no goal, or a goal of the wrong size."""
+    if not os.path.exists(os.path.join(cfg.model, GOALRM_FILE)):
+        raise FileNotFoundError(f"--model {cfg.model} is not a goalrm export: {GOALRM_FILE} is missing")
+    goal_path = os.path.join(cfg.model, GOAL_FILE)
+    goal = load_goal(load_file(goal_path)["goal"] if os.path.exists(goal_path) else None, cfg.goal)
+    with open(os.path.join(cfg.model, GOALRM_FILE)) as f:
+        dim = json.load(f)["heads"].get("projection_dim") or AutoConfig.from_pretrained(cfg.model).get_text_config().hidden_size
+    if goal.numel() != dim:
+        raise ConfigError(f"the goal state has {goal.numel()} values but the model's representations have {dim}")
+
+
+def _claim(out_dir: str, cfg: ScoreConfig, fs, files: list[str]) -> None:
+    """Record what the output folder holds; a rerun must be the same job, or block names would mix."""
+    job = {
+        "model": os.path.abspath(cfg.model),
+        "goal": cfg.goal and os.path.abspath(cfg.goal),
+        "files": [[f, fs.get_file_info(f).size] for f in files],
+        **{k: getattr(cfg, k) for k in ("threshold", "block_rows", "max_length", "min_prompt_tokens", "dtype")},
+    }
+    path = os.path.join(out_dir, JOB_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        differ = sorted(k for k in job if old.get(k) != job[k])
+        if differ:
+            raise ConfigError(f"--output {out_dir} holds another job's results (it differs in {', '.join(differ)}); use a new folder")
+        return
+    write_json(path, job)

@@ -1,0 +1,60 @@
+"""Rewards and token Q-values for tokenized sequences, in length-sorted batches. No Ray."""
+
+import os
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from goalrm.config import ConfigError
+from goalrm.model import load_reward_model
+from goalrm.qvalues import q_values
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_goal(model_goal: torch.Tensor | None, goal_file: str | None) -> torch.Tensor:
+    if goal_file:
+        if not os.path.exists(goal_file):
+            raise FileNotFoundError(f"--goal file not found: {goal_file}")
+        tensors = load_file(goal_file)
+        if "goal" not in tensors or tensors["goal"].dim() != 1:
+            raise ConfigError(f"{goal_file}: needs a 1-D tensor named 'goal' (found {sorted(tensors)})")
+        return tensors["goal"].float()
+    if model_goal is None:
+        raise ConfigError("the model folder has no goal_state.safetensors; pass --goal FILE")
+    return model_goal.float()
+
+
+def load_scorer(model_dir: str, goal_file: str | None = None, device: str = "cpu", dtype: str = "float32"):
+    """(model, tokenizer, goal) ready to score: eval mode, on `device`, in `dtype`."""
+    model, tokenizer, model_goal, _ = load_reward_model(model_dir)
+    goal = load_goal(model_goal, goal_file)
+    return model.to(device=device, dtype=DTYPES[dtype]).eval(), tokenizer, goal.to(device)
+
+
+@torch.inference_mode()
+def score_sequences(model, goal, seqs: list[tuple[list[int], int]], pad_id: int, batch_size: int, device="cpu"):
+    """`seqs` are (ids, completion start). Returns rewards [N] float32 and one float32 array of
+    Q-values per sequence, over its completion (trailing special tokens included, as in training).
+
+    Sequences run shortest first, so each batch pads to a length close to its own."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
+    rewards = np.zeros(len(seqs), dtype=np.float32)
+    qs = [None] * len(seqs)
+    for b in range(0, len(order), batch_size):
+        chunk = order[b : b + batch_size]
+        width = max(len(seqs[i][0]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            n = len(seqs[i][0])
+            ids[row, :n] = torch.tensor(seqs[i][0])
+            mask[row, :n] = 1
+        out = model(ids.to(device), mask.to(device), with_reps=True)
+        q = q_values(out.reps, goal).cpu().numpy()
+        r = out.rewards.float().cpu().numpy()
+        for row, i in enumerate(chunk):
+            rewards[i] = r[row]
+            qs[i] = q[row, seqs[i][1] : len(seqs[i][0])].astype(np.float32)
+    return rewards, qs
