@@ -48,7 +48,7 @@ def _tune(args) -> int:
     if result.best_trial is None:
         print("goalrm: error: no trial produced the metric; see the error column", file=sys.stderr)
         return 1
-    print(f"best: trial {result.best_trial}, {result.rows[0]['best_step']} steps, value {result.best_value:.4f}")
+    print(f"best: trial {result.best_trial}, {result.metric} {result.best_value:.4f} at step {result.rows[0]['best_step']}")
     print(f"best checkpoint: {result.best_checkpoint}")
     return 0
 

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from goalrm.cli import main
 from goalrm.config import ConfigError, load_config
 from goalrm.tune.space import apply_values, load_space, parse_space
 
@@ -53,7 +54,8 @@ def test_every_kind_becomes_a_ray_domain():
         ({"loss.contrastive_weight": {"choice": [0.5, -1.0]}}, "contrastive_weight must be >= 0"),
         ({"train.max_steps": {"uniform": [10, 100]}}, "'train.max_steps' is int-valued: use grid, choice, randint or qrandint"),
         ({"loss.sampling.late_fraction": {"uniform": [0.0, 1.0]}}, "late_fraction must be in (0, 1]"),
-        ({"train.lr": {"loguniform": [0.0, 1.0]}}, "low > 0 for loguniform"),
+        ({"loss.contrastive_weight": {"loguniform": [0.0, 1.0]}}, "low > 0 for loguniform"),
+        ({"train.lr": {"loguniform": [0.0, 1.0]}}, "train.lr must be > 0"),
         ({"train.max_steps": {"randint": [10, 10]}}, "needs low < high"),
         ({"train.max_steps": {"randint": [1.5, 10]}}, "bounds must be integers"),
         ({"train.lr": {"uniform": [1.0e-3]}}, "uniform takes a list of 2 numbers"),
@@ -67,6 +69,12 @@ def test_bad_space_names_the_key(space, needle):
     with pytest.raises(ConfigError) as e:
         _parse(space)
     assert str(e.value).startswith("s.yaml: ") and needle in str(e.value), str(e.value)
+
+
+def test_values_are_typed_as_the_config_holds_them():
+    spec = parse_space({"space": {"train.lr": {"grid": ["1e-3", 2]}, "loss.contrastive_weight": {"uniform": ["1e-2", 1]}}}, BASE)
+    assert spec.axes[0].args == (1e-3, 2.0) and spec.axes[1].args == (1e-2, 1.0)
+    assert all(type(v) is float for a in spec.axes for v in a.args)
 
 
 def test_last_value_of_randint_is_checked_not_its_exclusive_bound():
@@ -133,3 +141,32 @@ def test_apply_values_sets_nested_keys_and_unwraps_numpy():
     assert out["train"]["lr"] == 2e-3 and out["model"]["head"] == "mlp"
     assert out["loss"]["sampling"]["goal"] == BASE["loss"]["sampling"]["goal"]
     assert BASE["loss"]["sampling"]["sim_samples"] != 6  # the base is not modified
+
+
+def test_cli_errors_stop_before_ray(tmp_path, capsys):
+    assert main(["tune", "--resume", str(tmp_path)]) == 2
+    assert "holds no sweep to resume" in capsys.readouterr().err
+    space = tmp_path / "s.yaml"
+    space.write_text("space:\n  loss.contrastive_weigth: {grid: [0.1]}\n")
+    assert main(["tune", "--space", str(space), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("goalrm: error: ") and "'loss.contrastive_weigth' is not a config key" in err
+    assert main(["tune", "--output-dir", str(tmp_path / "o")]) == 2
+    assert "needs --space" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_optuna_suggests_valid_configs_from_a_shipped_space():
+    from goalrm.config import config_from_dict
+    from goalrm.tune.sweep import search_alg
+
+    spec = load_space(os.path.join(ROOT, "tune_spaces", "full.yaml"), BASE, overrides={"search": "optuna"})
+    searcher = search_alg(spec.settings, max_concurrent=2)
+    assert searcher.set_search_properties("eval_auroc", "max", spec.param_space())
+    suggested = [searcher.suggest(f"t{i}") for i in range(2)]
+    assert searcher.suggest("t2") is None  # at most 2 trials at once
+    for values in suggested:
+        assert set(values) == {a.key for a in spec.axes}
+        cfg = config_from_dict(apply_values(BASE, values))
+        assert 1e-4 <= cfg.train.lr <= 3e-3 and cfg.loss.sampling.sim_samples % 2 == 0
+    assert suggested[0] != suggested[1]

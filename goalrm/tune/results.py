@@ -1,5 +1,7 @@
 """What a sweep leaves in its output dir: results.csv (also printed), best.yaml, summary.json, metric.png."""
 
+import csv
+import io
 import json
 import math
 import os
@@ -50,6 +52,7 @@ class TrialRecord:
 
 @dataclass
 class SweepResult:
+    metric: str
     rows: list[dict]  # one per trial, best first; the columns of results.csv
     best_trial: str | None
     best_value: float | None
@@ -105,7 +108,7 @@ def sort_rows(rows: list[dict], metric: str, mode: str) -> list[dict]:
     def key(row):
         value = row[f"best_{metric}"]
         usable = row["status"] != "failed" and _finite(value)
-        return (not usable, sign * value if usable else 0.0, row["trial"])
+        return (not usable, row["status"] == "failed", sign * value if usable else 0.0, row["trial"])
 
     return sorted(rows, key=key)
 
@@ -117,11 +120,20 @@ def best_config(base: Config, values: dict) -> Config:
     return config_from_dict(apply_values(base.to_dict(), values), "best trial")
 
 
-def format_table(rows: list[dict]) -> str:
-    import pandas as pd
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    shown = [{k: v for k, v in row.items() if k != "checkpoint"} for row in rows]
-    return pd.DataFrame(shown).to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-")
+
+def format_table(rows: list[dict]) -> str:
+    """The results as aligned text; the checkpoint paths are left to results.csv."""
+    if not rows:
+        return "(no trials)"
+    cols = [c for c in rows[0] if c != "checkpoint"]
+    cells = [cols] + [[_cell(r[c]) for c in cols] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
 
 
 def plot(rows: list[dict], keys: list[str], metric: str, path: str) -> None:
@@ -157,15 +169,21 @@ def plot(rows: list[dict], keys: list[str], metric: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["trial"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def summarize_sweep(records: list[TrialRecord], base: Config, spec, output_dir: str) -> SweepResult:
     """Write results.csv, best.yaml, summary.json and the plot for `records`, and print the table."""
-    import pandas as pd
-
     s = spec.settings
     keys = [a.key for a in spec.axes]
     rows = sort_rows([trial_row(r, s.metric, s.mode) for r in records], s.metric, s.mode)
     files = {"results": os.path.join(output_dir, RESULTS_FILE), "summary": os.path.join(output_dir, SUMMARY_FILE), "plot": os.path.join(output_dir, PLOT_FILE)}
-    write_atomic(files["results"], pd.DataFrame(rows).to_csv(index=False))
+    write_atomic(files["results"], _csv(rows))
     plot(rows, keys, s.metric, files["plot"])
 
     best = rows[0] if rows and rows[0]["status"] != "failed" and _finite(rows[0][f"best_{s.metric}"]) else None
@@ -179,6 +197,7 @@ def summarize_sweep(records: list[TrialRecord], base: Config, spec, output_dir: 
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     result = SweepResult(
+        metric=s.metric,
         rows=rows,
         best_trial=best["trial"] if best else None,
         best_value=best[f"best_{s.metric}"] if best else None,

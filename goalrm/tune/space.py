@@ -11,6 +11,7 @@ Every key and every value a trial can get is checked against the Config dataclas
 """
 
 import dataclasses
+import importlib.util
 import typing
 from dataclasses import dataclass, field
 
@@ -117,7 +118,19 @@ def _field_type(key: str):
     return tp
 
 
+def _typed(key: str, value, base: dict):
+    """`value` as the config holds it at `key` (YAML 1.1 reads 1e-4 as a string); ConfigError if invalid."""
+    try:
+        obj = config_from_dict(set_key(base, key, value), "trial")
+    except ConfigError as e:
+        raise ConfigError(f"'{key}': value {value!r} gives an invalid config: {e}") from None
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _parse_axis(key: str, spec, base: dict) -> Axis:
+    """One `space:` entry; every value a trial can get must make a valid config (ranges: both ends)."""
     tp = _field_type(key)
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
         raise ConfigError(f"'{key}': expected one of {{{', '.join(f'{k}: ...' for k in KINDS)}}}, got {spec!r}")
@@ -126,27 +139,21 @@ def _parse_axis(key: str, spec, base: dict) -> Axis:
     if not isinstance(args, list) or not args or (n is not None and len(args) != n):
         want = "a non-empty list of values" if n is None else f"a list of {n} numbers"
         raise ConfigError(f"'{key}': {kind} takes {want}, got {args!r}")
-    if n is not None:
-        if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
-            raise ConfigError(f"'{key}': {kind} bounds must be numbers, got {args!r}")
-        if kind in ("uniform", "loguniform") and tp is not float:
-            raise ConfigError(f"'{key}' is {tp.__name__}-valued: use grid, choice, randint or qrandint, not {kind}")
-        if kind in ("randint", "qrandint") and not all(isinstance(a, int) for a in args):
-            raise ConfigError(f"'{key}': {kind} bounds must be integers, got {args!r}")
-        if not args[0] < args[1] or (kind == "loguniform" and args[0] <= 0) or (kind == "qrandint" and args[2] < 1):
-            raise ConfigError(f"'{key}': {kind} needs low < high (low > 0 for loguniform, step >= 1 for qrandint), got {args!r}")
-    # every value a trial can get must make a valid config; ranges are checked at both ends
     if kind in ("grid", "choice"):
-        checks = args
-    elif kind == "randint":  # Ray's randint excludes the upper bound, qrandint includes it
-        checks = [args[0], args[1] - 1]
-    else:
-        checks = args[:2]
-    for value in checks:
-        try:
-            config_from_dict(set_key(base, key, value), "trial")
-        except ConfigError as e:
-            raise ConfigError(f"'{key}': value {value!r} gives an invalid config: {e}") from None
+        return Axis(key=key, kind=kind, args=tuple(_typed(key, v, base) for v in args))
+    if kind in ("uniform", "loguniform"):
+        if tp is not float:
+            raise ConfigError(f"'{key}' is {tp.__name__}-valued: use grid, choice, randint or qrandint, not {kind}")
+        lo, hi = (_typed(key, a, base) for a in args)
+        if not lo < hi or (kind == "loguniform" and lo <= 0):
+            raise ConfigError(f"'{key}': {kind} needs low < high (and low > 0 for loguniform), got {args!r}")
+        return Axis(key=key, kind=kind, args=(lo, hi))
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+        raise ConfigError(f"'{key}': {kind} bounds must be integers, got {args!r}")
+    if not args[0] < args[1] or (kind == "qrandint" and args[2] < 1):
+        raise ConfigError(f"'{key}': {kind} needs low < high (and step >= 1 for qrandint), got {args!r}")
+    _typed(key, args[0], base)
+    _typed(key, args[1] - 1 if kind == "randint" else args[1], base)  # Ray's randint excludes its upper bound
     return Axis(key=key, kind=kind, args=tuple(args))
 
 
@@ -161,6 +168,8 @@ def parse_space(data: dict, base: dict, source: str = "sweep", overrides: dict |
         axes = tuple(_parse_axis(key, spec, base) for key, spec in space.items())
         settings = dataclass_from_dict(TuneSettings, {**(data.get("tune") or {}), **(overrides or {})}, "tune")
         if settings.search == "optuna":
+            if importlib.util.find_spec("optuna") is None:
+                raise ConfigError("tune.search: optuna needs the optuna package (pip install 'goalrm[optuna]')")
             grids = [a.key for a in axes if a.kind == "grid"]
             if grids:
                 raise ConfigError(f"Optuna cannot search a grid; use choice for {', '.join(grids)}")

@@ -9,6 +9,7 @@ import os
 import yaml
 
 from goalrm.config import Config, ConfigError, config_from_dict
+from goalrm.tune.placement import release_all
 from goalrm.tune.results import SweepResult, TrialRecord, summarize_sweep, write_atomic
 from goalrm.tune.space import SweepSpec, TuneSettings, apply_values, load_space, parse_space
 
@@ -22,17 +23,19 @@ def sweep_trial(values: dict, base: dict, settings: dict, trials_dir: str) -> No
 
     from goalrm.train.report import MetricsLogger
     from goalrm.train.trainer import build_trainer
+    from goalrm.tune.placement import RecordPlacementGroup
     from goalrm.tune.report import EvalReportCallback
 
     cfg = config_from_dict(apply_values(base, values), "trial config")
     s = TuneSettings(**settings)
     # Tune's own trial dir in storage (get_trial_dir() is a local staging copy)
     trial_dir = os.path.join(trials_dir, tune.get_context().get_trial_id())
+    os.makedirs(trial_dir, exist_ok=True)
     write_atomic(os.path.join(trial_dir, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     trainer = build_trainer(
         cfg,
         trial_dir,
-        callbacks=[MetricsLogger(trial_dir), EvalReportCallback(s.metric)],
+        callbacks=[MetricsLogger(trial_dir), EvalReportCallback(s.metric), RecordPlacementGroup(trial_dir)],
         resources_per_worker=worker_resources(cfg, s),
         # the best checkpoint and the latest (Ray always keeps the latest)
         checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode),
@@ -82,10 +85,23 @@ def _max_concurrent(base: Config, s: TuneSettings) -> int:
     return min(fits)
 
 
-def _tuner(base: Config, spec: SweepSpec, output_dir: str, callbacks):
+def search_alg(s: TuneSettings, max_concurrent: int):
+    """Ray's variant generator (grid axes crossed, the rest drawn at random), or Optuna."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    if s.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=s.seed), max_concurrent)
+    # a search generator is not limited by TuneConfig.max_concurrent_trials; it takes its own
+    return BasicVariantGenerator(random_state=s.seed, max_concurrent=max_concurrent)
+
+
+def _tuner(base: Config, trial_base: dict, spec: SweepSpec, output_dir: str, callbacks):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    from goalrm.tune.placement import ReleasePlacementGroups
 
     s = spec.settings
     concurrent = _max_concurrent(base, s)
@@ -99,26 +115,18 @@ def _tuner(base: Config, spec: SweepSpec, output_dir: str, callbacks):
         )
     else:
         scheduler = FIFOScheduler()
-    if s.search == "optuna":
-        try:
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError:
-            raise ConfigError("tune.search: optuna needs the optuna package (pip install 'goalrm[optuna]')") from None
-        search = ConcurrencyLimiter(OptunaSearch(seed=s.seed), concurrent)
-    else:
-        search = BasicVariantGenerator(random_state=s.seed, max_concurrent=concurrent)
     return tune.Tuner(
-        _trainable(_resolve_paths(base.to_dict()), s, output_dir),
+        _trainable(trial_base, s, output_dir),
         param_space=spec.param_space(),
         tune_config=tune.TuneConfig(
             metric=s.metric,
             mode=s.mode,
             scheduler=scheduler,
-            search_alg=search,
+            search_alg=search_alg(s, concurrent),
             num_samples=s.num_samples,
             trial_dirname_creator=_trial_dirname,
         ),
-        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=output_dir, callbacks=list(callbacks)),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=output_dir, callbacks=[ReleasePlacementGroups(), *callbacks]),
     )
 
 
@@ -141,10 +149,20 @@ def run_sweep(base: Config, space, output_dir: str, ray_address: str | None = No
     if os.path.exists(os.path.join(output_dir, TUNE_DIR)):
         raise ConfigError(f"{output_dir} already holds a sweep; resume it with `goalrm tune --resume {output_dir}` or choose another --output-dir")
     os.makedirs(output_dir, exist_ok=True)
-    saved = {"base": base_dict, "axes": [dataclasses.asdict(a) for a in spec.axes], "settings": dataclasses.asdict(spec.settings), "source": spec.source}
+    # trials get absolute paths, resolved once, so that a resume from another directory finds the same data
+    saved = {
+        "base": base_dict,
+        "trial_base": _resolve_paths(base_dict),
+        "axes": [dataclasses.asdict(a) for a in spec.axes],
+        "settings": dataclasses.asdict(spec.settings),
+        "source": spec.source,
+    }
     write_atomic(os.path.join(output_dir, SWEEP_FILE), json.dumps(saved, indent=1))
     init_ray(ray_address)
-    _tuner(base, spec, output_dir, callbacks).fit()
+    try:
+        _tuner(base, saved["trial_base"], spec, output_dir, callbacks).fit()
+    finally:
+        release_all(os.path.join(output_dir, TUNE_DIR))
     return _finish(base, spec, output_dir)
 
 
@@ -169,12 +187,15 @@ def resume_sweep(output_dir: str, ray_address: str | None = None, retry_failed: 
         source=saved["source"],
     )
     init_ray(ray_address)
-    tune.Tuner.restore(
-        os.path.join(output_dir, TUNE_DIR),
-        _trainable(_resolve_paths(saved["base"]), spec.settings, output_dir),
-        resume_unfinished=True,
-        restart_errored=retry_failed,
-    ).fit()
+    try:
+        tune.Tuner.restore(
+            os.path.join(output_dir, TUNE_DIR),
+            _trainable(saved["trial_base"], spec.settings, output_dir),
+            resume_unfinished=True,
+            restart_errored=retry_failed,
+        ).fit()
+    finally:
+        release_all(os.path.join(output_dir, TUNE_DIR))
     return _finish(base, spec, output_dir)
 
 
