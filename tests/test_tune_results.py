@@ -7,7 +7,7 @@ import os
 import pytest
 
 from goalrm.config import load_config
-from goalrm.tune.results import TrialRecord, short_error, summarize_sweep
+from goalrm.tune.results import TrialRecord, format_table, short_error, summarize_sweep
 from goalrm.tune.space import parse_space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,6 +87,12 @@ def test_summary_table_best_yaml_and_plot(tmp_path):
     assert best.loss.contrastive_weight == 0.5 and best.loss.sampling.goal == "single"
     assert best.train == BASE.train and best.data == BASE.data
     assert open(tmp_path / "best.yaml").readline().startswith("# best trial t_fin of lambda.yaml: eval_auroc 0.8100 at step 200")
+
+    lines = format_table(result.rows).splitlines()  # what the CLI prints
+    assert lines[0].split()[:4] == ["trial", "status", "loss.contrastive_weight", "loss.sampling.goal"]
+    assert "checkpoint" not in lines[0] and len(lines) == 5
+    assert lines[1].split()[:6] == ["t_fin", "finished", "0.5", "single", "0.81", "200"]
+    assert lines[3].split()[:3] == ["t_asha", "stopped", "early"] and "FloatingPointError" in lines[4]
 
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["best_checkpoint"] == "/a/200" and summary["best_values"] == {"loss.contrastive_weight": 0.5, "loss.sampling.goal": "single"}
