@@ -1,4 +1,4 @@
-"""goalrm command line: train, eval, score, steer, report, data."""
+"""goalrm command line: train, tune, eval, score, steer, report, data."""
 
 import argparse
 import json
@@ -20,6 +20,36 @@ def _train(args) -> int:
     )
     result = train(cfg, args.output_dir, ray_address=args.address)
     print(f"model written to {result.model_dir}")
+    return 0
+
+
+TUNE_FLAGS = ("metric", "mode", "scheduler", "search", "num_samples", "max_concurrent_trials")
+
+
+def _tune(args) -> int:
+    from goalrm.config import ConfigError, load_config
+    from goalrm.tune import resume_sweep, run_sweep
+    from goalrm.tune.results import format_table
+
+    if args.resume:
+        if args.space or args.config or any(getattr(args, k) is not None for k in TUNE_FLAGS):
+            raise ConfigError("--resume DIR takes the sweep saved in DIR; drop --config, --space and the tune.* flags")
+        result = resume_sweep(args.resume, ray_address=args.address, retry_failed=args.retry_failed)
+    else:
+        if not args.space or not args.output_dir:
+            raise ConfigError("goalrm tune needs --space and --output-dir (or --resume DIR)")
+        overrides = {k: getattr(args, k) for k in TUNE_FLAGS if getattr(args, k) is not None}
+        result = run_sweep(load_config(args.config), args.space, args.output_dir, ray_address=args.address, overrides=overrides)
+    print(format_table(result.rows))
+    for name, path in result.files.items():
+        print(f"{name}: {path}")
+    if result.interrupted:
+        print(f"interrupted: resume with `goalrm tune --resume {result.output_dir}`")
+    if result.best_trial is None:
+        print("goalrm: error: no trial produced the metric; see the error column", file=sys.stderr)
+        return 1
+    print(f"best: trial {result.best_trial}, {result.metric} {result.best_value:.4f} at step {result.rows[0]['best_step']}")
+    print(f"best checkpoint: {result.best_checkpoint}")
     return 0
 
 
@@ -89,6 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", default="runs/demo", help="where metrics.jsonl, tensorboard/, checkpoints and model/ go")
     t.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
     t.set_defaults(func=_train)
+
+    u = sub.add_parser("tune", help="Ray Tune sweep over config keys (ASHA or FIFO); writes results.csv, best.yaml, a plot")
+    u.add_argument("--config", help="base YAML config the sweep varies; omitted: the built-in demo")
+    u.add_argument("--space", help="sweep file: `space:` (dotted key -> grid/choice/uniform/loguniform/randint/qrandint) and `tune:` settings")
+    u.add_argument("--output-dir", help="where results.csv, best.yaml, summary.json, metric.png and tune/ (the trials) go")
+    u.add_argument("--resume", metavar="DIR", help="continue the interrupted sweep in DIR (finished trials are kept)")
+    u.add_argument("--retry-failed", action="store_true", help="with --resume: run failed trials again from their start")
+    u.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
+    g = u.add_argument_group("tune: settings (override the sweep file's)")
+    g.add_argument("--metric", help="eval report key to optimise (default eval_auroc)")
+    g.add_argument("--mode", choices=["max", "min"])
+    g.add_argument("--scheduler", choices=["asha", "fifo"])
+    g.add_argument("--search", choices=["random", "optuna"])
+    g.add_argument("--num-samples", type=int)
+    g.add_argument("--max-concurrent-trials", type=int, help="0: as many as the cluster fits")
+    u.set_defaults(func=_tune)
 
     e = sub.add_parser("eval", help="pairwise accuracy, AUROC and prefix AUROC of Q-values on preference pairs")
     e.add_argument("--model", required=True, help="an exported model folder (OUTPUT_DIR/model)")

@@ -183,6 +183,11 @@ def _build(cls, data: dict, where: str = ""):
         raise ConfigError(f"{where or 'top level'}: {e}") from None
 
 
+def dataclass_from_dict(cls, data: dict, where: str = ""):
+    """Build any frozen config dataclass (e.g. a sweep's settings) with the same checks as Config."""
+    return _build(cls, data, where)
+
+
 def config_from_dict(data: dict, source: str = "config") -> Config:
     try:
         return _build(Config, data or {})

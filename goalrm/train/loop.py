@@ -4,6 +4,7 @@ Runs inside a Ray Train worker; Ray's process group is reused by DeepSpeed.
 """
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -95,6 +96,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
             loss, parts = reward_model_loss(
                 out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg.loss, generator=gen
             )
+            if not math.isfinite(parts["loss"]):  # fail loudly: DeepSpeed would go on stepping on NaN weights
+                raise FloatingPointError(
+                    f"non-finite loss {parts['loss']} at step {step + 1} (bt {parts['bt_loss']}, "
+                    f"contrastive {parts['contrastive_loss']}); lower train.lr or check the data"
+                )
             # step
             engine.backward(loss)
             engine.step()

@@ -37,29 +37,40 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         )
 
 
-def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> TrainResult:
+def worker_resources(train) -> dict:
+    """Ray resources of one training worker, as `goalrm train` asks for them."""
+    return {"GPU": 1, "CPU": 1} if train.use_gpu else {"CPU": 1}
+
+
+def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_worker: dict | None = None, checkpoint_config=None):
+    """The TorchTrainer of one run; a sweep builds one per trial with its own callbacks and resources."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    t = cfg.train
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict()},
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources_per_worker or worker_resources(t)
+        ),
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        run_config=RunConfig(
+            name="ray_train",
+            storage_path=output_dir,
+            callbacks=callbacks,
+            checkpoint_config=checkpoint_config or CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
+def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> TrainResult:
     from goalrm.train.report import MetricsLogger
 
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     init_ray(ray_address)
-    t = cfg.train
-    resources = {"GPU": 1, "CPU": 1} if t.use_gpu else {"CPU": 1}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict()},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
-        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
-        run_config=RunConfig(
-            name="ray_train",
-            storage_path=output_dir,
-            callbacks=[MetricsLogger(output_dir)],
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
+    trainer = build_trainer(cfg, output_dir, callbacks=[MetricsLogger(output_dir)])
     result = trainer.fit()
     if result.error:
         raise result.error
