@@ -71,11 +71,13 @@ def write_atomic(path: str, data: str | bytes) -> None:
 
 
 def short_error(text: str) -> str:
-    """The innermost non-Ray exception line of a Tune error trace, e.g. 'FloatingPointError: non-finite loss ...'."""
+    """The innermost non-Ray exception line of a Tune error trace, e.g. 'FloatingPointError: non-finite loss ...',
+    else Ray's out-of-memory line, else its last exception line."""
     lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
     errors = [l for l in lines if _ERROR_LINE.match(l)]
     own = [l for l in errors if not l.startswith(_RAY_WRAPPERS)]
-    line = (own or errors or lines or ["unknown error"])[-1]
+    oom = [l for l in lines if "running low on memory" in l]  # Ray's memory monitor killed a worker
+    line = (own or oom or errors or lines or ["unknown error"])[-1]
     return line if len(line) <= 300 else line[:297] + "..."
 
 
