@@ -63,6 +63,9 @@ def test_short_error_keeps_the_users_exception():
         "FloatingPointError: non-finite loss nan at step 2 (bt nan, contrastive nan); lower train.lr or check the data"
     )
     assert short_error("ray.exceptions.RayTaskError: boom") == "ray.exceptions.RayTaskError: boom"
+    oom = "ray.train.WorkerGroupError: Training failed due to worker errors:\nA worker health check failed.\n" \
+          "7 worker(s) were killed due to the node running low on memory. Memory on the node was 22.47GB used\nRay killed 7 worker(s)"
+    assert short_error(oom).startswith("7 worker(s) were killed due to the node running low on memory")
     assert short_error("x" * 500).endswith("...") and len(short_error("x" * 500)) == 300
 
 

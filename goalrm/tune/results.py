@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-import math
 import os
 import re
 import uuid
@@ -12,12 +11,12 @@ from dataclasses import dataclass, field
 import yaml
 
 from goalrm.config import Config, config_from_dict
+from goalrm.tune.plot import finite, plot_metric
 
 RESULTS_FILE = "results.csv"
 BEST_FILE = "best.yaml"
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "metric.png"
-LAMBDA = "loss.contrastive_weight"
 # the exception lines of Ray's wrappers; the user's own error is the line worth showing
 _RAY_WRAPPERS = ("ray.", "RayTaskError", "WorkerGroupError", "ControllerError", "TrainingFailedError", "TuneError")
 _ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception)\b[^:\s]*: ")
@@ -71,21 +70,19 @@ def write_atomic(path: str, data: str | bytes) -> None:
 
 
 def short_error(text: str) -> str:
-    """The innermost non-Ray exception line of a Tune error trace, e.g. 'FloatingPointError: non-finite loss ...'."""
+    """The innermost non-Ray exception line of a Tune error trace, e.g. 'FloatingPointError: non-finite loss ...',
+    else Ray's out-of-memory line, else its last exception line."""
     lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
     errors = [l for l in lines if _ERROR_LINE.match(l)]
     own = [l for l in errors if not l.startswith(_RAY_WRAPPERS)]
-    line = (own or errors or lines or ["unknown error"])[-1]
+    oom = [l for l in lines if "running low on memory" in l]  # Ray's memory monitor killed a worker
+    line = (own or oom or errors or lines or ["unknown error"])[-1]
     return line if len(line) <= 300 else line[:297] + "..."
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def trial_row(rec: TrialRecord, metric: str, mode: str) -> dict:
     reports = rec.last_run()
-    scored = [r for r in reports if _finite(r.get(metric))]
+    scored = [r for r in reports if finite(r.get(metric))]
     pick = max if mode == "max" else min
     best = pick(scored, key=lambda r: r[metric]) if scored else {}
     final = reports[-1] if reports else {}
@@ -107,7 +104,7 @@ def sort_rows(rows: list[dict], metric: str, mode: str) -> list[dict]:
 
     def key(row):
         value = row[f"best_{metric}"]
-        usable = row["status"] != "failed" and _finite(value)
+        usable = row["status"] != "failed" and finite(value)
         return (not usable, row["status"] == "failed", sign * value if usable else 0.0, row["trial"])
 
     return sorted(rows, key=key)
@@ -136,39 +133,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
 
 
-def plot(rows: list[dict], keys: list[str], metric: str, path: str) -> None:
-    """The best metric of each trial against λ and against every other swept key, one panel per key."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [LAMBDA] + [k for k in keys if k != LAMBDA]
-    scored = [r for r in rows if _finite(r[f"best_{metric}"])]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.5), squeeze=False)
-    styles = {"finished": ("tab:blue", "o"), "stopped early": ("tab:orange", "v"), "unfinished": ("tab:gray", "s"), "failed": ("tab:red", "x")}
-    for ax, key in zip(axes[0], keys):
-        values = [r.get(key) for r in scored]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        ticks = sorted({str(v) for v in values})
-        for status, (color, marker) in styles.items():
-            pts = [(v if numeric else ticks.index(str(v)), r[f"best_{metric}"]) for v, r in zip(values, scored) if r["status"] == status]
-            if pts:
-                ax.scatter(*zip(*pts), color=color, marker=marker, label=status)
-        if not numeric:
-            ax.set_xticks(range(len(ticks)), ticks)
-        ax.set_xlabel("λ (loss.contrastive_weight)" if key == LAMBDA else key)
-        ax.set_ylabel(f"best {metric}")
-        ax.grid(alpha=0.3)
-    if scored:
-        axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def _csv(rows: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["trial"])
@@ -184,9 +148,9 @@ def summarize_sweep(records: list[TrialRecord], base: Config, spec, output_dir: 
     rows = sort_rows([trial_row(r, s.metric, s.mode) for r in records], s.metric, s.mode)
     files = {"results": os.path.join(output_dir, RESULTS_FILE), "summary": os.path.join(output_dir, SUMMARY_FILE), "plot": os.path.join(output_dir, PLOT_FILE)}
     write_atomic(files["results"], _csv(rows))
-    plot(rows, keys, s.metric, files["plot"])
+    plot_metric(rows, keys, s.metric, files["plot"])
 
-    best = rows[0] if rows and rows[0]["status"] != "failed" and _finite(rows[0][f"best_{s.metric}"]) else None
+    best = rows[0] if rows and rows[0]["status"] != "failed" and finite(rows[0][f"best_{s.metric}"]) else None
     cfg = None
     if best:
         cfg = best_config(base, {k: best[k] for k in keys})
