@@ -50,6 +50,11 @@ def _metrics(run_dir) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def _checkpoints(run_dir) -> list[str]:
+    root = os.path.join(run_dir, RUN_NAME)
+    return [os.path.join(root, d) for d in os.listdir(root) if d.startswith("checkpoint_") and os.path.isdir(os.path.join(root, d))]
+
+
 def _kill_when_stopped(run_dir, pid_file, after_step):
     """Kill the worker that stopped at the fault once the controller has taken its reports up to AFTER_STEP."""
 
@@ -118,7 +123,7 @@ def test_killed_save_is_never_resumed_and_the_resume_continues_identically(refer
         train(_config(), run_dir)
     killer.join()
     assert [m["step"] for m in _metrics(run_dir)] == [1, 2, 3]
-    ckpts = [os.path.join(run_dir, RUN_NAME, d) for d in os.listdir(os.path.join(run_dir, RUN_NAME)) if d.startswith("checkpoint_")]
+    ckpts = _checkpoints(run_dir)
     partial = [d for d in ckpts if not os.path.exists(os.path.join(d, COMPLETE))]
     assert len(ckpts) == 2 and len(partial) == 1  # step 2 complete, step 4 partial
     assert os.path.exists(os.path.join(partial[0], "rng_rank0.pt")) and not os.path.exists(os.path.join(partial[0], "rng_rank1.pt"))
@@ -150,10 +155,7 @@ def test_export_consolidates_a_zero3_checkpoint_on_its_own(reference, tmp_path, 
 
     run_dir = reference[0]
     # only the checkpoint folder travels to the "other machine"
-    final = max(
-        (os.path.join(run_dir, RUN_NAME, d) for d in os.listdir(os.path.join(run_dir, RUN_NAME)) if d.startswith("checkpoint_")),
-        key=lambda d: json.load(open(os.path.join(d, COMPLETE)))["step"],
-    )
+    final = max(_checkpoints(run_dir), key=lambda d: json.load(open(os.path.join(d, COMPLETE)))["step"])
     moved = str(tmp_path / "elsewhere" / "ckpt")
     shutil.copytree(final, moved, ignore=shutil.ignore_patterns("model"))
     out = str(tmp_path / "export")
