@@ -22,7 +22,15 @@ def _train(args) -> int:
         f"steps={cfg.train.max_steps} global_batch={cfg.train.global_batch_size}",
         flush=True,
     )
-    result = train(cfg, args.resume or args.output_dir or DEFAULT_OUTPUT_DIR, ray_address=args.address, resume=bool(args.resume))
+    from ray.train import TrainingFailedError
+
+    output_dir = args.resume or args.output_dir or DEFAULT_OUTPUT_DIR
+    try:
+        result = train(cfg, output_dir, ray_address=args.address, resume=bool(args.resume))
+    except TrainingFailedError as e:
+        print(f"goalrm: error: training failed: {e}", file=sys.stderr)
+        print(f"goalrm: the run keeps its last complete checkpoint; continue it with: goalrm train --resume {output_dir}", file=sys.stderr)
+        return 1
     print(f"model written to {result.model_dir}")
     return 0
 

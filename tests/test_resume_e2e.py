@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from goalrm.config import load_config
@@ -110,18 +111,18 @@ def reference(ray_session, tmp_path_factory):
     return run_dir, metrics
 
 
-def test_killed_save_is_never_resumed_and_the_resume_continues_identically(reference, tmp_path, monkeypatch):
-    import ray.train
-
-    from goalrm.train.trainer import run_config, train
+def test_killed_save_is_never_resumed_and_the_resume_continues_identically(reference, tmp_path, monkeypatch, capsys):
+    from goalrm.cli import main
 
     run_dir = str(tmp_path / "run")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_config().to_dict()))
     # rank 1 stops halfway through uploading the step-4 checkpoint; rank 0 has uploaded all of its part
     pid_file = _arm(monkeypatch, tmp_path, "upload", 4)
     killer = _kill_when_stopped(run_dir, pid_file, after_step=3)
-    with pytest.raises(ray.train.TrainingFailedError):
-        train(_config(), run_dir)
+    assert main(["train", "--config", str(config), "--output-dir", run_dir]) == 1
     killer.join()
+    assert f"continue it with: goalrm train --resume {run_dir}" in capsys.readouterr().err
     assert [m["step"] for m in _metrics(run_dir)] == [1, 2, 3]
     ckpts = _checkpoints(run_dir)
     partial = [d for d in ckpts if not os.path.exists(os.path.join(d, COMPLETE))]
@@ -129,7 +130,7 @@ def test_killed_save_is_never_resumed_and_the_resume_continues_identically(refer
     assert os.path.exists(os.path.join(partial[0], "rng_rank0.pt")) and not os.path.exists(os.path.join(partial[0], "rng_rank1.pt"))
 
     monkeypatch.delenv("GOALRM_FAULT")
-    train(run_config(run_dir), run_dir, resume=True)
+    assert main(["train", "--resume", run_dir]) == 0
     resumed = _metrics(run_dir)[3:]
     # continued from the step-2 checkpoint, not from the partial step-4 one nor from scratch
     _assert_same_losses(resumed, reference[1][2:])
