@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	rm -rf runs/demo  # an output dir holds one run; `goalrm train --resume runs/demo` would continue it
 	$(BIN)/goalrm train --output-dir runs/demo
 	$(BIN)/goalrm eval --model runs/demo/model --data synthetic --output-json runs/demo/eval.json
 

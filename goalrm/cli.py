@@ -1,4 +1,4 @@
-"""goalrm command line: train, tune, eval, score, steer, report, data."""
+"""goalrm command line: train, export, tune, eval, score, steer, report, data."""
 
 import argparse
 import json
@@ -6,19 +6,31 @@ import sys
 
 from goalrm.env import setup_environment
 
+DEFAULT_OUTPUT_DIR = "runs/demo"
+
 
 def _train(args) -> int:
-    from goalrm.config import load_config
-    from goalrm.train.trainer import train
+    from goalrm.config import ConfigError, load_config
+    from goalrm.train.trainer import run_config, train
 
-    cfg = load_config(args.config)
+    if args.resume and (args.config or args.output_dir):
+        raise ConfigError("--resume DIR continues in DIR with the config the run started with (DIR/config.yaml); drop --config and --output-dir")
+    cfg = run_config(args.resume) if args.resume else load_config(args.config)
     print(
         f"goalrm train: model={cfg.model.name_or_path} data={cfg.data.train} workers={cfg.train.num_workers} "
         f"zero={cfg.train.zero_stage} {cfg.train.precision} λ={cfg.loss.contrastive_weight} ({cfg.loss.form}) "
         f"steps={cfg.train.max_steps} global_batch={cfg.train.global_batch_size}",
         flush=True,
     )
-    result = train(cfg, args.output_dir, ray_address=args.address)
+    from ray.train import TrainingFailedError
+
+    output_dir = args.resume or args.output_dir or DEFAULT_OUTPUT_DIR
+    try:
+        result = train(cfg, output_dir, ray_address=args.address, resume=bool(args.resume))
+    except TrainingFailedError as e:
+        print(f"goalrm: error: training failed: {e}", file=sys.stderr)
+        print(f"goalrm: the run keeps its last complete checkpoint; continue it with: goalrm train --resume {output_dir}", file=sys.stderr)
+        return 1
     print(f"model written to {result.model_dir}")
     return 0
 
@@ -50,6 +62,14 @@ def _tune(args) -> int:
         return 1
     print(f"best: trial {result.best_trial}, {result.metric} {result.best_value:.4f} at step {result.rows[0]['best_step']}")
     print(f"best checkpoint: {result.best_checkpoint}")
+    return 0
+
+
+def _export(args) -> int:
+    from goalrm.train.consolidate import export_checkpoint
+
+    ckpt = export_checkpoint(args.checkpoint, args.output, train_data=args.train_data)
+    print(f"exported {ckpt} to {args.output}")
     return 0
 
 
@@ -116,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a reward model on Ray Train (no --config: the embedded demo)")
     t.add_argument("--config", help="YAML config; omitted: the built-in demo (tiny model, synthetic data, 2 CPU workers, ZeRO-2)")
-    t.add_argument("--output-dir", default="runs/demo", help="where metrics.jsonl, tensorboard/, checkpoints and model/ go")
+    t.add_argument(
+        "--output-dir", help=f"where config.yaml, metrics.jsonl, tensorboard/, checkpoints and model/ go (default: {DEFAULT_OUTPUT_DIR}); must not hold a run yet"
+    )
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last complete checkpoint, with the config it started with")
     t.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
     t.set_defaults(func=_train)
 
@@ -135,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int)
     g.add_argument("--max-concurrent-trials", type=int, help="0: as many as the cluster fits")
     u.set_defaults(func=_tune)
+    x = sub.add_parser("export", help="consolidate a training checkpoint (e.g. ZeRO-3 shards) into the HF export, on CPU without Ray")
+    x.add_argument("--checkpoint", required=True, help="a checkpoint folder (RUN/ray_train/checkpoint_*), or a run folder: its newest complete checkpoint")
+    x.add_argument("--output", required=True, help="the export folder to write (as OUTPUT_DIR/model)")
+    x.add_argument("--train-data", help="the training data for the goal state and reward statistics, if not where the run's config says")
+    x.set_defaults(func=_export)
 
     e = sub.add_parser("eval", help="pairwise accuracy, AUROC and prefix AUROC of Q-values on preference pairs")
     e.add_argument("--model", required=True, help="an exported model folder (OUTPUT_DIR/model)")
@@ -204,7 +232,7 @@ def main(argv=None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, BadRowError, FileNotFoundError) as e:
+    except (ConfigError, BadRowError, FileNotFoundError, FileExistsError) as e:
         print(f"goalrm: error: {e}", file=sys.stderr)
         return 2
 

@@ -72,8 +72,11 @@ class TrainConfig:
     eval_every: int = 50
     eval_batch_size: int = 32
     seed: int = 0
+    max_failures: int = 3  # worker-group restarts from the last checkpoint; -1: unlimited
 
     def __post_init__(self):
+        if self.max_failures < -1:
+            raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.precision not in ("fp32", "bf16"):

@@ -124,3 +124,10 @@ def goal_and_reward_stats(model, pairs, pad_id: int, batch_size: int, device="cp
         r_sqsum += float((r * r).sum())
     return rep_sum, count, r_sum, r_sqsum
 
+
+def goal_and_reward_summary(rep_sum: torch.Tensor, count: float, r_sum: float, r_sqsum: float):
+    """(goal state, reward mean, reward std) from the (all-reduced) sums of `goal_and_reward_stats`."""
+    n_rewards = 2 * count  # chosen and rejected
+    mean = r_sum / n_rewards
+    return rep_sum.float() / count, mean, max(r_sqsum / n_rewards - mean**2, 0.0) ** 0.5
+

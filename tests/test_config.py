@@ -29,6 +29,7 @@ def test_yaml_values_and_scientific_notation(tmp_path):
     [
         ("train:\n  lrr: 1\n", r"c\.yaml: train: unknown key\(s\) 'lrr'"),
         ("train:\n  zero_stage: 4\n", "zero_stage must be 0, 1, 2 or 3"),
+        ("train:\n  max_failures: -2\n", r"train\.max_failures must be >= -1"),
         ("train:\n  max_steps: ten\n", r"train\.max_steps: expected an integer"),
         ("loss:\n  form: magic\n", "form"),
         ("loss:\n  sampling:\n    strategy: early\n", "strategy"),

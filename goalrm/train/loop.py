@@ -19,10 +19,11 @@ from goalrm.config import config_from_dict
 from goalrm.data.batch import collate_pairs
 from goalrm.data.load import load_tokenized
 from goalrm.data.sampler import micro_batch_indices
-from goalrm.evaluate import PairScores, goal_and_reward_stats, score_pairs, summarize
+from goalrm.evaluate import PairScores, goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
 from goalrm.losses import reward_model_loss
 from goalrm.model import build_model, load_tokenizer, save_reward_model
 from goalrm.qvalues import final_token_reps
+from goalrm.train import checkpoint, faults
 from goalrm.train.deepspeed_config import deepspeed_config
 from goalrm.train.schedule import warmup_cosine
 
@@ -75,6 +76,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     )
     pad_id = tokenizer.pad_token_id
     gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + rank)
+    # after a worker failure or on --resume: weights, optimizer, scheduler, RNG and step from the last checkpoint
+    start = checkpoint.restore(engine, gen, rank)
+    fault = loop_config.get("fault")  # test-only (goalrm/train/faults.py)
     lam = cfg.loss.contrastive_weight
     hidden_size = engine.module.config.get_text_config().hidden_size
     goal_dim = cfg.model.projection_dim or hidden_size
@@ -82,7 +86,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     window = {"loss": 0.0, "bt_loss": 0.0, "contrastive_loss": 0.0, "tokens": 0, "pairs": 0, "n": 0}
     t_window = time.perf_counter()
-    for step in range(cfg.train.max_steps):
+    for step in range(start, cfg.train.max_steps):
         engine.train()
         for micro in range(cfg.train.grad_accum):
             # batch
@@ -142,12 +146,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 metrics.update({f"eval_{k}": v for k, v in _flatten(summarize(_all_gather_scores(scores))).items()})
                 goal_sum.zero_(), goal_count.zero_()
                 with tempfile.TemporaryDirectory() as tmp:
-                    engine.save_checkpoint(tmp, tag="deepspeed")
+                    checkpoint.save(engine, tmp, step + 1, gen, rank, loop_config["config"], tokenizer)
                     if last:
                         _export(engine, tokenizer, train_pairs, cfg, pad_id, device, rank, os.path.join(tmp, MODEL_DIR))
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                    ray.train.report(
+                        metrics,
+                        checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                        checkpoint_upload_fn=faults.upload_fn(fault, step + 1, rank),
+                    )
             window = dict.fromkeys(window, 0)
             t_window = time.perf_counter()
+        faults.maybe_stop(fault, step + 1, rank)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -167,10 +176,7 @@ def _export(engine, tokenizer, train_pairs, cfg, pad_id, device, rank, out_dir):
     pairs = train_pairs[: cfg.data.goal_state_pairs or None][rank :: dist.get_world_size()]
     rep_sum, count, r_sum, r_sqsum = goal_and_reward_stats(engine, pairs, pad_id, cfg.train.eval_batch_size, device)
     stats = _all_reduce(torch.tensor([count, r_sum, r_sqsum], dtype=torch.float64, device=device))
-    goal = _all_reduce(rep_sum.float()) / stats[0]
-    n_rewards = 2 * stats[0]
-    mean = float(stats[1] / n_rewards)
-    std = float((stats[2] / n_rewards - mean**2).clamp(min=0).sqrt())
+    goal, mean, std = goal_and_reward_summary(_all_reduce(rep_sum.float()), *stats.tolist())
     unset_hf_deepspeed_config()  # the export builds a plain, unpartitioned model
     params = list(engine.module.parameters())
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):

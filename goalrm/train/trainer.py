@@ -1,12 +1,15 @@
 """`goalrm train`: run the training loop on Ray Train and place the export in OUTPUT_DIR/model."""
 
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 
-from goalrm.config import Config
+import yaml
+
+from goalrm.atomic import replace_dir, write_text
+from goalrm.config import Config, ConfigError, load_config
 from goalrm.env import ray_temp_dir, setup_environment
+from goalrm.train import faults
+from goalrm.train.checkpoint import CONFIG_FILE, RUN_NAME, MarkComplete
 from goalrm.train.loop import MODEL_DIR, train_loop_per_worker
 
 
@@ -44,31 +47,43 @@ def worker_resources(train) -> dict:
 
 def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_worker: dict | None = None, checkpoint_config=None):
     """The TorchTrainer of one run; a sweep builds one per trial with its own callbacks and resources."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t = cfg.train
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict()},
+        train_loop_config={"config": cfg.to_dict(), "fault": faults.from_env()},
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources_per_worker or worker_resources(t)
         ),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         run_config=RunConfig(
-            name="ray_train",
+            # Ray Train continues a run it finds under this name and storage path: that is --resume
+            name=RUN_NAME,
             storage_path=output_dir,
-            callbacks=callbacks,
+            callbacks=[*callbacks, MarkComplete()],
             checkpoint_config=checkpoint_config or CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=t.max_failures),
         ),
     )
 
 
-def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> TrainResult:
+def run_config(output_dir: str) -> Config:
+    """The config a run in OUTPUT_DIR started with."""
+    path = os.path.join(output_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{output_dir} holds no goalrm run: {CONFIG_FILE} is missing")
+    return load_config(path)
+
+
+def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: bool = False) -> TrainResult:
+    """Train into OUTPUT_DIR, which must not hold a run yet; with `resume`, continue the run there
+    from its last complete checkpoint (CFG must be the config it started with: `run_config`)."""
     from goalrm.train.report import MetricsLogger
 
     output_dir = os.path.abspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    _claim_output_dir(cfg, output_dir, resume)
     init_ray(ray_address)
     trainer = build_trainer(cfg, output_dir, callbacks=[MetricsLogger(output_dir)])
     result = trainer.fit()
@@ -76,18 +91,28 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
         raise result.error
     model_dir = os.path.join(output_dir, MODEL_DIR)
     with result.checkpoint.as_directory() as ckpt:
-        _replace_dir(os.path.join(ckpt, MODEL_DIR), model_dir)
+        replace_dir(os.path.join(ckpt, MODEL_DIR), model_dir)
     return TrainResult(model_dir=model_dir, metrics=result.metrics or {}, checkpoint_path=result.checkpoint.path)
 
 
-def _replace_dir(src: str, dst: str) -> None:
-    """Copy then rename, so DST is never a half-written export."""
-    tmp = f"{dst}.tmp-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(src, tmp)
-    if os.path.exists(dst):
-        old = f"{dst}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, dst)
+def _claim_output_dir(cfg: Config, output_dir: str, resume: bool) -> None:
+    """A fresh run records its config; a resumed one must bring the same config."""
+    if resume:
+        changed = _changed_keys(run_config(output_dir).to_dict(), cfg.to_dict())
+        if changed:
+            raise ConfigError(f"{output_dir}/{CONFIG_FILE}: a resumed run keeps the config it started with; changed: {', '.join(changed)}")
+        return
+    if os.path.exists(os.path.join(output_dir, CONFIG_FILE)) or os.path.exists(os.path.join(output_dir, RUN_NAME)):
+        raise FileExistsError(f"{output_dir} already holds a run: continue it with `goalrm train --resume {output_dir}`, or pick another output dir")
+    os.makedirs(output_dir, exist_ok=True)
+    write_text(os.path.join(output_dir, CONFIG_FILE), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in a.keys() | b.keys():
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _changed_keys(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(prefix + k)
+    return sorted(out)
