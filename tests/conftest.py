@@ -10,3 +10,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir(tmp_path_factory):
+    """A real HF folder (random tiny Llama causal LM + byte tokenizer), loaded like a hub checkpoint."""
+    from transformers import LlamaForCausalLM
+
+    from goalrm.tiny import tiny_config, tiny_tokenizer
+
+    path = tmp_path_factory.mktemp("hf_llama")
+    LlamaForCausalLM(tiny_config(tie_word_embeddings=True)).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)

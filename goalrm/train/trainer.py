@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from goalrm.config import Config
 from goalrm.env import ray_temp_dir, setup_environment
+from goalrm.train.deepspeed_config import deepspeed_config
 from goalrm.train.loop import MODEL_DIR, train_loop_per_worker
 
 
@@ -42,14 +43,15 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
 
     from goalrm.train.report import MetricsLogger
 
+    t = cfg.train
+    ds_config = deepspeed_config(t, t.num_workers)  # a bad user JSON fails here, before Ray starts
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     init_ray(ray_address)
-    t = cfg.train
     resources = {"GPU": 1, "CPU": 1} if t.use_gpu else {"CPU": 1}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict()},
+        train_loop_config={"config": cfg.to_dict(), "deepspeed": ds_config},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         run_config=RunConfig(
