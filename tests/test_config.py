@@ -60,3 +60,13 @@ def test_scale_options_load(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="cannot read config /nonexistent.yaml"):
         load_config("/nonexistent.yaml")
+
+
+def test_memory_example_config_loads():
+    from importlib import resources
+
+    from goalrm.train.deepspeed_config import deepspeed_config
+
+    cfg = load_config(str(resources.files("goalrm.configs").joinpath("memory_example.yaml")))
+    assert cfg.train.offload_params and cfg.model.gradient_checkpointing and cfg.model.lora.save_adapter
+    assert deepspeed_config(cfg.train, cfg.train.num_workers)["zero_optimization"]["offload_param"] == {"device": "cpu"}
