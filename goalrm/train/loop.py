@@ -73,7 +73,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     )
     # DeepSpeed builds the optimizer from the config (AdamW, or DeepSpeedCPUAdam when offloading); the
     # scheduler wraps whichever it built
-    engine, optimizer, _, scheduler = deepspeed.initialize(
+    engine, _, _, scheduler = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
