@@ -30,6 +30,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/contrastive_overhead.py
+	$(BIN)/python bench/memory.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -8,6 +8,7 @@ from importlib import resources
 
 import yaml
 
+from goalrm.lora import LoraSettings
 from goalrm.losses import LossConfig
 from goalrm.model import HeadConfig
 from goalrm.sampling import SamplingConfig
@@ -26,6 +27,8 @@ class ModelConfig:
     mlp_hidden: int = 0
     projection_dim: int = 0
     trust_remote_code: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in backward (non-reentrant)
+    lora: LoraSettings | None = None  # None: full fine-tune
 
     def __post_init__(self):
         self.heads()  # validates
@@ -73,12 +76,19 @@ class TrainConfig:
     eval_batch_size: int = 32
     seed: int = 0
     max_failures: int = 3  # worker-group restarts from the last checkpoint; -1: unlimited
+    offload_optimizer: bool = False  # optimizer state and step on the CPU (DeepSpeedCPUAdam); ZeRO 1-3
+    offload_params: bool = False  # parameters on the CPU between uses; ZeRO-3 only
+    deepspeed_config: str = ""  # a DeepSpeed JSON merged into goalrm's; conflicting keys are an error
 
     def __post_init__(self):
         if self.max_failures < -1:
             raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("train.offload_optimizer needs train.zero_stage 1, 2 or 3")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(f"train.offload_params needs train.zero_stage 3, got {self.zero_stage}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
         for name in ("num_workers", "max_steps", "micro_batch_size", "grad_accum", "log_every", "eval_every", "eval_batch_size"):
@@ -150,6 +160,10 @@ def _coerce(value, tp, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _build(tp, value, where)
+    if origin is tuple:  # tuple[str, ...] from a YAML list
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value))
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from goalrm.lora import ADAPTER_DIR, LoraSettings, add_lora, merge_for_export
 from goalrm.tiny import TINY_NAME, tiny_config, tiny_tokenizer
 
 GOALRM_FILE = "goalrm.json"  # head, projection and reward statistics
@@ -52,6 +53,7 @@ class RewardModel(nn.Module):
     def __init__(self, seq_cls: nn.Module, heads: HeadConfig = HeadConfig()):
         super().__init__()
         self.heads = heads
+        self.lora: LoraSettings | None = None  # set by add_lora
         self.config = seq_cls.config
         self.backbone = seq_cls.base_model
         hidden = self.config.get_text_config().hidden_size
@@ -93,6 +95,8 @@ def build_model(
     tokenizer: PreTrainedTokenizerBase | None = None,
     trust_remote_code: bool = False,
     dtype: torch.dtype | None = None,
+    gradient_checkpointing: bool = False,
+    lora: LoraSettings | None = None,
 ) -> RewardModel:
     """A fresh reward model: `tiny` is randomly initialised; anything else loads pretrained weights."""
     if name_or_path == TINY_NAME:
@@ -105,7 +109,11 @@ def build_model(
         )
     if tokenizer is not None and seq_cls.config.pad_token_id is None:
         seq_cls.config.pad_token_id = tokenizer.pad_token_id
-    return RewardModel(seq_cls, heads)
+    if gradient_checkpointing:
+        # non-reentrant: correct with a frozen (LoRA) trunk and with ZeRO-3's parameter hooks
+        seq_cls.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model = RewardModel(seq_cls, heads)
+    return add_lora(model, lora) if lora is not None else model
 
 
 def save_reward_model(
@@ -118,9 +126,11 @@ def save_reward_model(
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """HF export in safetensors, plus goalrm's small side files. `state_dict` overrides the
-    module's own (e.g. consolidated from ZeRO-3 shards)."""
+    module's own (e.g. consolidated from ZeRO-3 shards). LoRA adapters are merged into the weights."""
     state = state_dict if state_dict is not None else model.state_dict()
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if model.lora is not None:
+        model, state = merge_for_export(model, state, os.path.join(out_dir, ADAPTER_DIR) if model.lora.save_adapter else None)
     seq_cls = AutoModelForSequenceClassification.from_config(model.config)
     prefix = seq_cls.base_model_prefix
     seq_state = {f"{prefix}.{k[len('backbone.'):]}": v for k, v in state.items() if k.startswith("backbone.")}

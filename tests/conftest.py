@@ -19,3 +19,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir(tmp_path_factory):
+    """A real HF folder (random tiny Llama causal LM + byte tokenizer), loaded like a hub checkpoint."""
+    from transformers import LlamaForCausalLM
+
+    from goalrm.tiny import tiny_config, tiny_tokenizer
+
+    path = tmp_path_factory.mktemp("hf_llama")
+    LlamaForCausalLM(tiny_config(tie_word_embeddings=True)).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)

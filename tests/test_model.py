@@ -1,6 +1,8 @@
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from goalrm.lora import LoraSettings
 from goalrm.model import HeadConfig, build_model, last_token_index, load_reward_model, save_reward_model
 from goalrm.tiny import tiny_tokenizer
 
@@ -28,12 +30,21 @@ def test_reward_independent_of_padding_side():
     assert torch.allclose(_rewards(model, tok, "left"), alone, atol=1e-5)
 
 
-def test_export_loads_in_plain_transformers_with_same_rewards(tmp_path):
+@pytest.mark.parametrize("lora", [None, LoraSettings(rank=4, target_modules=("q_proj", "v_proj", "gate_proj"))])
+def test_export_loads_in_plain_transformers_with_same_rewards(tmp_path, lora):
     tok = tiny_tokenizer()
-    model = build_model("tiny", tokenizer=tok).eval()
+    model = build_model("tiny", tokenizer=tok, lora=lora).eval()
     with torch.no_grad():
         model.head.weight.normal_()  # a head of zeros would make any comparison pass
+        if lora is not None:  # peft starts B at zero; a trained adapter is not
+            with model.backbone.disable_adapter():
+                without_adapters = _rewards(model, tok, "right")
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(std=0.2)
     ours = _rewards(model, tok, "right")
+    if lora is not None:  # the merge below has something to get right
+        assert not torch.allclose(ours, without_adapters, atol=1e-3)
     save_reward_model(model, tok, str(tmp_path), goal_state=torch.randn(128), reward_mean=0.1, reward_std=2.0)
 
     plain = AutoModelForSequenceClassification.from_pretrained(str(tmp_path)).eval()
@@ -78,7 +89,5 @@ def test_mlp_head_and_projection_round_trip(tmp_path):
 
 
 def test_load_rejects_non_goalrm_folder(tmp_path):
-    import pytest
-
     with pytest.raises(FileNotFoundError, match="goalrm.json"):
         load_reward_model(str(tmp_path))

@@ -1,16 +1,78 @@
-"""The DeepSpeed config goalrm derives from its own TrainConfig."""
+"""The DeepSpeed config: derived from goalrm's TrainConfig, merged with an optional user JSON.
+
+Runs on the driver before Ray starts, so a bad or conflicting JSON fails before workers spawn.
+"""
+
+import json
+
+from goalrm.config import ConfigError
+
+# goalrm's defaults; a user JSON may override these freely
+DEFAULTS = {"steps_per_print": 10**9, "wall_clock_breakdown": False}
+# built by goalrm from train.lr, train.weight_decay and its warmup-cosine schedule
+OWNED = {"optimizer": "train.lr and train.weight_decay", "scheduler": "train.warmup_steps and train.max_steps"}
 
 
 def deepspeed_config(train, world_size: int) -> dict:
+    """goalrm's values, with `train.deepspeed_config` merged in; raises ConfigError on a conflict."""
+    ours = _derived(train, world_size)
+    user = load_user_json(train.deepspeed_config) if train.deepspeed_config else {}
+    conflicts = [f"{k}: set by goalrm from {why}; remove it from the JSON" for k, why in OWNED.items() if k in user]
+    conflicts += _conflicts(user, ours)
+    if conflicts:
+        raise ConfigError(f"train.deepspeed_config {train.deepspeed_config}: conflicts with goalrm's config: " + "; ".join(conflicts))
+    merged = _merge(_merge(DEFAULTS, user), ours)
+    # torch AdamW needs no compiled op; optimizer offload needs DeepSpeedCPUAdam, which DeepSpeed builds itself
+    offload = merged["zero_optimization"].get("offload_optimizer", {}).get("device", "none") != "none"
+    merged["optimizer"]["params"]["torch_adam"] = not offload
+    return merged
+
+
+def _derived(train, world_size: int) -> dict:
+    zero = {"stage": train.zero_stage}
+    if train.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if train.offload_params:
+        zero["offload_param"] = {"device": "cpu"}
     return {
         "train_micro_batch_size_per_gpu": train.micro_batch_size,
         "gradient_accumulation_steps": train.grad_accum,
         "train_batch_size": train.micro_batch_size * train.grad_accum * world_size,
         "gradient_clipping": train.max_grad_norm,
-        "zero_optimization": {"stage": train.zero_stage},
+        "zero_optimization": zero,
         "bf16": {"enabled": train.precision == "bf16"},
-        # goalrm passes torch AdamW, which ZeRO has not blessed but handles
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
+        "fp16": {"enabled": False},
+        "optimizer": {"type": "AdamW", "params": {"lr": train.lr, "weight_decay": train.weight_decay}},
     }
+
+
+def load_user_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"train.deepspeed_config: cannot read {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"train.deepspeed_config: {path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"train.deepspeed_config: {path}: the top level must be an object")
+    return data
+
+
+def _conflicts(user: dict, ours: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in user.items():
+        if k not in ours or v == "auto":  # HF-style "auto": goalrm fills it in
+            continue
+        if isinstance(v, dict) and isinstance(ours[k], dict):
+            out += _conflicts(v, ours[k], f"{prefix}{k}.")
+        elif v != ours[k]:
+            out.append(f"{prefix}{k}: user {v!r} != goalrm {ours[k]!r}")
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

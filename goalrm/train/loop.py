@@ -64,15 +64,26 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     # model
     deepspeed.init_distributed(dist_backend="nccl" if cfg.train.use_gpu else "gloo")  # wraps Ray's process group
-    ds_config = deepspeed_config(cfg.train, world)
+    ds_config = loop_config["deepspeed"]  # built and checked on the driver (user JSON merged)
     hf_ds = HfDeepSpeedConfig(ds_config) if cfg.train.zero_stage == 3 else None  # noqa: F841 (must stay alive)
-    model = build_model(cfg.model.name_or_path, cfg.model.heads(), tokenizer, cfg.model.trust_remote_code)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps)
+    model = build_model(
+        cfg.model.name_or_path,
+        cfg.model.heads(),
+        tokenizer,
+        cfg.model.trust_remote_code,
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        lora=cfg.model.lora,
     )
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, dist_init_required=None
+    # DeepSpeed builds the optimizer from the config (AdamW, or DeepSpeedCPUAdam when offloading); the
+    # scheduler wraps whichever it built
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps)
+        ),
+        config=ds_config,
+        dist_init_required=None,
     )
     pad_id = tokenizer.pad_token_id
     gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + rank)

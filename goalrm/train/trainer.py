@@ -10,6 +10,7 @@ from goalrm.config import Config, ConfigError, load_config
 from goalrm.env import ray_temp_dir, setup_environment
 from goalrm.train import faults
 from goalrm.train.checkpoint import CONFIG_FILE, RUN_NAME, MarkComplete
+from goalrm.train.deepspeed_config import deepspeed_config
 from goalrm.train.loop import MODEL_DIR, train_loop_per_worker
 
 
@@ -53,7 +54,11 @@ def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_w
     t = cfg.train
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "fault": faults.from_env()},
+        train_loop_config={
+            "config": cfg.to_dict(),
+            "deepspeed": deepspeed_config(t, t.num_workers),
+            "fault": faults.from_env(),
+        },
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources_per_worker or worker_resources(t)
         ),
@@ -82,6 +87,7 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: 
     from its last complete checkpoint (CFG must be the config it started with: `run_config`)."""
     from goalrm.train.report import MetricsLogger
 
+    deepspeed_config(cfg.train, cfg.train.num_workers)  # a bad user JSON fails here, before Ray starts
     output_dir = os.path.abspath(output_dir)
     _claim_output_dir(cfg, output_dir, resume)
     init_ray(ray_address)
