@@ -40,11 +40,13 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from goalrm.train.data_source import ray_datasets
     from goalrm.train.report import MetricsLogger
 
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     init_ray(ray_address)
+    cfg, data_args = ray_datasets(cfg)  # data.loader resolved; the Ray Data pipeline when streaming
     t = cfg.train
     resources = {"GPU": 1, "CPU": 1} if t.use_gpu else {"CPU": 1}
     trainer = TorchTrainer(
@@ -58,6 +60,7 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
             callbacks=[MetricsLogger(output_dir)],
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
+        **data_args,
     )
     result = trainer.fit()
     if result.error:
