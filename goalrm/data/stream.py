@@ -6,11 +6,12 @@ in-memory reader's own functions, so both loaders accept and reject exactly the 
 """
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
 
-from goalrm.data.errors import BadRows
+from goalrm.data.errors import BadRowError, BadRows
 from goalrm.data.formats import pairs_from_records, parse_json_line
 from goalrm.data.sampler import epoch_permutation
 from goalrm.data.tokenize import TokenizedPair, tokenize_pairs
@@ -26,6 +27,7 @@ TOKENIZED_SCHEMA = pa.schema([
     ("rejected_first_error", pa.int32()),
     ("source", pa.string()),
     *[(k, pa.int32()) for k in COUNTS],
+    ("error", pa.string()),  # a bad row under on_bad_row: error, as JSON [path, line, field, reason]
 ])
 
 
@@ -35,37 +37,49 @@ def _record(row: dict):
     return {k: v for k, v in row.items() if k not in (PATH, ROW, LINE)}
 
 
+def _row(p: TokenizedPair | None = None, error: BadRowError | None = None) -> dict:
+    return {
+        "chosen_ids": p.chosen_ids if p else [],
+        "chosen_start": p.chosen_start if p else 0,
+        "rejected_ids": p.rejected_ids if p else [],
+        "rejected_start": p.rejected_start if p else 0,
+        "rejected_first_error": p.rejected_first_error if p else None,
+        "source": p.source if p else "",
+        **dict.fromkeys(COUNTS, 0),
+        "error": json.dumps([error.path, error.line, error.field, error.reason]) if error else None,
+    }
+
+
 def tokenize_block(block: pa.Table, tokenizer, data_cfg) -> pa.Table:
     """Raw rows to one row per tokenized pair, under the config's bad-row rule.
 
     The block's truncation and skipped-row counts ride on its first output row, so the consumer can sum
-    them; a block whose rows were all skipped yields one row with no pair to carry them.
+    them; a block whose rows were all skipped yields one row with no pair to carry them. Under
+    `on_bad_row: error` the first bad row comes out as an `error` row for the consumer to raise: raised
+    here, Ray Data would hand the trainer only a traceback string.
     """
     bad = BadRows()
-    pairs = []
-    for path, rows in itertools.groupby(block.to_pylist(), key=lambda r: r[PATH]):
-        records = ((r[ROW], _record(r)) for r in rows)
-        pairs += pairs_from_records(records, path, tokenizer, data_cfg.on_bad_row, bad)
-    tokenized, stats = tokenize_pairs(
-        pairs, tokenizer, data_cfg.max_length, data_cfg.min_prompt_tokens, data_cfg.on_bad_row, bad
-    )
-    cols = {name: [] for name in TOKENIZED_SCHEMA.names}
-    for p in tokenized or ([None] if bad.count else []):
-        cols["chosen_ids"].append(p.chosen_ids if p else [])
-        cols["chosen_start"].append(p.chosen_start if p else 0)
-        cols["rejected_ids"].append(p.rejected_ids if p else [])
-        cols["rejected_start"].append(p.rejected_start if p else 0)
-        cols["rejected_first_error"].append(p.rejected_first_error if p else None)
-        cols["source"].append(p.source if p else "")
-    counts = {"prompt_truncated": stats.prompt_truncated, "completion_truncated": stats.completion_truncated, "bad_rows": bad.count}
-    for k in COUNTS:
-        cols[k] = [counts[k] if i == 0 else 0 for i in range(len(cols["source"]))]
-    return pa.Table.from_pydict(cols, schema=TOKENIZED_SCHEMA)
+    try:
+        pairs = []
+        for path, rows in itertools.groupby(block.to_pylist(), key=lambda r: r[PATH]):
+            records = ((r[ROW], _record(r)) for r in rows)
+            pairs += pairs_from_records(records, path, tokenizer, data_cfg.on_bad_row, bad)
+        tokenized, stats = tokenize_pairs(
+            pairs, tokenizer, data_cfg.max_length, data_cfg.min_prompt_tokens, data_cfg.on_bad_row, bad
+        )
+    except BadRowError as err:
+        return pa.Table.from_pylist([_row(error=err)], schema=TOKENIZED_SCHEMA)
+    rows = [_row(p) for p in tokenized] or ([_row()] if bad.count else [])
+    if rows:
+        rows[0].update(prompt_truncated=stats.prompt_truncated, completion_truncated=stats.completion_truncated, bad_rows=bad.count)
+    return pa.Table.from_pylist(rows, schema=TOKENIZED_SCHEMA)
 
 
 def tokenized_pairs(batch: pa.Table, counts: dict) -> Iterator[TokenizedPair]:
-    """Pairs back from `tokenize_block`'s columns, adding its COUNTS into `counts`."""
+    """Pairs back from `tokenize_block`'s columns, adding its COUNTS into `counts`; an error row raises."""
     for row in batch.to_pylist():
+        if row["error"]:
+            raise BadRowError(*json.loads(row["error"]))
         for k in COUNTS:
             counts[k] += row[k]
         if row["chosen_ids"]:

@@ -17,6 +17,7 @@ import ray.train
 from ray.data.datasource import FileBasedDatasource
 
 from goalrm.config import SYNTHETIC, Config, config_from_dict
+from goalrm.data.errors import BadRowError
 from goalrm.data.formats import json_lines, parquet_rows
 from goalrm.data.load import load_tokenized
 from goalrm.data.paths import DataFiles, expand, is_parquet
@@ -155,6 +156,20 @@ class StreamTrainData:
 
     def goal_pairs(self) -> list:
         return self.goal
+
+
+def bad_row_cause(err: BaseException) -> BadRowError | None:
+    """The BadRowError behind a failed run, through Ray Train's worker errors and Ray Data's task errors."""
+    seen, todo = set(), [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, BadRowError):
+            return BadRowError(e.path, e.line, e.field, e.reason)  # a clean copy, free of Ray's wrapper classes
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None), *getattr(e, "worker_failures", {}).values()]
+    return None
 
 
 def train_data_source(cfg: Config, tokenizer, rank: int, world: int):

@@ -40,7 +40,7 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from goalrm.train.data_source import ray_datasets
+    from goalrm.train.data_source import bad_row_cause, ray_datasets
     from goalrm.train.report import MetricsLogger
 
     output_dir = os.path.abspath(output_dir)
@@ -64,7 +64,7 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
     )
     result = trainer.fit()
     if result.error:
-        raise result.error
+        raise bad_row_cause(result.error) or result.error
     model_dir = os.path.join(output_dir, MODEL_DIR)
     with result.checkpoint.as_directory() as ckpt:
         _replace_dir(os.path.join(ckpt, MODEL_DIR), model_dir)
