@@ -62,9 +62,14 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
         ),
         **data_args,
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as e:  # a bad data row surfaces as itself, not as a worker traceback
+        if (cause := bad_row_cause(e)) is None:
+            raise
+        raise cause from None
     if result.error:
-        raise bad_row_cause(result.error) or result.error
+        raise result.error
     model_dir = os.path.join(output_dir, MODEL_DIR)
     with result.checkpoint.as_directory() as ckpt:
         _replace_dir(os.path.join(ckpt, MODEL_DIR), model_dir)
