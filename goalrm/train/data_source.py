@@ -76,9 +76,16 @@ def _tokenize(block: pa.Table, cfg_dict: dict) -> pa.Table:
 
 
 def train_dataset(cfg: Config) -> ray.data.Dataset:
-    ds = ray.data.read_datasource(PairRecords(expand(cfg.data.train)), num_cpus=DATA_CPUS)
+    # at most one reader and one tokenizer process per training worker: each holds a tokenizer and torch's imports
+    n = cfg.train.num_workers
+    ds = ray.data.read_datasource(PairRecords(expand(cfg.data.train)), num_cpus=DATA_CPUS, concurrency=n)
     ds = ds.map_batches(
-        _tokenize, fn_kwargs={"cfg_dict": cfg.to_dict()}, batch_format="pyarrow", batch_size=RAW_BLOCK_ROWS, num_cpus=DATA_CPUS
+        _tokenize,
+        fn_kwargs={"cfg_dict": cfg.to_dict()},
+        batch_format="pyarrow",
+        batch_size=RAW_BLOCK_ROWS,
+        num_cpus=DATA_CPUS,
+        compute=ray.data.TaskPoolStrategy(size=n),
     )
     ds.context.enable_progress_bars = False  # the run prints one line per report
     return ds
@@ -124,7 +131,8 @@ class StreamTrainData:
 
     def __init__(self, cfg: Config, rank: int, world: int):
         self.cfg, self.epochs = cfg, 0
-        self.seen = dict.fromkeys(COUNTS, 0)  # counts of the rows this worker has consumed so far
+        self.seen = dict.fromkeys(COUNTS, 0)  # counts of this pass's rows so far
+        self.last_pass = None  # counts of the last complete pass: the data's own, for this worker's shard
         self.goal = []  # this worker's share of the first pairs trained on, for the exported goal state
         self.goal_size = math.ceil(cfg.data.goal_state_pairs / world) if cfg.data.goal_state_pairs else math.inf
         d, t = cfg.data, cfg.train
@@ -141,6 +149,7 @@ class StreamTrainData:
             if not n:
                 raise ValueError(f"{self.cfg.data.train}: no usable preference pairs for this worker")
             self.epochs += 1
+            self.last_pass, self.seen = self.seen, dict.fromkeys(COUNTS, 0)
 
     def micro_batch(self, step: int, micro: int) -> list:
         pairs = next(self.batches)
@@ -152,7 +161,7 @@ class StreamTrainData:
         return float(self.epochs)  # passes completed: the stream's length is unknown until one ends
 
     def counts(self) -> dict:
-        return dict(self.seen)
+        return dict(self.last_pass or self.seen)
 
     def goal_pairs(self) -> list:
         return self.goal
