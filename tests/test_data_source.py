@@ -7,7 +7,7 @@ import pytest
 from goalrm.config import ConfigError, load_config
 from goalrm.data import BadRowError
 from goalrm.train import data_source
-from goalrm.train.data_source import bad_row_cause, resolve_loader
+from goalrm.train.data_source import input_error, resolve_loader
 
 
 def test_auto_loader_goes_by_train_data_size(tmp_path, monkeypatch):
@@ -37,12 +37,14 @@ class _WorkerGroupError(Exception):
         self.worker_failures = failures
 
 
-def test_bad_row_cause_finds_the_row_through_wrappers():
+def test_input_error_finds_the_row_through_wrappers():
     err = BadRowError("s3://b/part-1.parquet", 3, "rejected", "identical to 'chosen'")
     try:
         raise RuntimeError("UDF failed") from err
     except RuntimeError as e:
         wrapped = _WorkerGroupError({0: ValueError("other"), 1: e})
-    found = bad_row_cause(wrapped)
+    found = input_error(wrapped)
     assert type(found) is BadRowError and str(found) == "s3://b/part-1.parquet:3: field 'rejected': identical to 'chosen'"
-    assert bad_row_cause(_WorkerGroupError({0: ValueError("other")})) is None
+    assert input_error(_WorkerGroupError({0: ValueError("other")})) is None
+    missing = input_error(_WorkerGroupError({0: FileNotFoundError("data file not found: x.jsonl")}))
+    assert type(missing) is FileNotFoundError and str(missing) == "data file not found: x.jsonl"

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import os
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ from goalrm.data.sampler import micro_batch_indices
 from goalrm.data.stream import COUNTS, LINE, PATH, ROW, grouped_batches, tokenize_block, tokenized_pairs
 
 # auto picks the stream above this much train data; measured in bench/loader_crossover.py (bench/RESULTS.md)
-MEMORY_MAX_BYTES = 64 << 20
+MEMORY_MAX_BYTES = 4 << 20
 RAW_BLOCK_ROWS = 1024
 DATA_CPUS = 0.25  # training workers hold whole CPUs; a small share lets reading and tokenizing run beside them
 
@@ -94,7 +95,9 @@ def train_dataset(cfg: Config) -> ray.data.Dataset:
 def ray_datasets(cfg: Config) -> tuple[Config, dict]:
     """The config with data.loader resolved, and TorchTrainer's dataset arguments for it."""
     loader = resolve_loader(cfg)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader=loader))
+    # workers run in another folder: hand them absolute paths
+    train, eval_ = (s if s == SYNTHETIC or "://" in s else os.path.abspath(os.path.expanduser(s)) for s in (cfg.data.train, cfg.data.eval))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader=loader, train=train, eval=eval_))
     if loader == "memory":
         return cfg, {}
     # order kept, so a seed gives one run; one worker then sees exactly the in-memory loader's batches
@@ -167,16 +170,19 @@ class StreamTrainData:
         return self.goal
 
 
-def bad_row_cause(err: BaseException) -> BadRowError | None:
-    """The BadRowError behind a failed run, through Ray Train's worker errors and Ray Data's task errors."""
+def input_error(err: BaseException) -> Exception | None:
+    """The bad row or missing file behind a failed run, through Ray Train's worker errors and Ray's task errors."""
     seen, todo = set(), [err]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        # clean copies, free of Ray's wrapper classes
         if isinstance(e, BadRowError):
-            return BadRowError(e.path, e.line, e.field, e.reason)  # a clean copy, free of Ray's wrapper classes
+            return BadRowError(e.path, e.line, e.field, e.reason)
+        if isinstance(e, FileNotFoundError):
+            return FileNotFoundError(str(e))
         todo += [e.__cause__, e.__context__, getattr(e, "cause", None), *getattr(e, "worker_failures", {}).values()]
     return None
 

@@ -40,7 +40,7 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from goalrm.train.data_source import bad_row_cause, ray_datasets
+    from goalrm.train.data_source import input_error, ray_datasets
     from goalrm.train.report import MetricsLogger
 
     output_dir = os.path.abspath(output_dir)
@@ -64,12 +64,12 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
     )
     try:
         result = trainer.fit()
-    except Exception as e:  # a bad data row surfaces as itself, not as a worker traceback
-        if (cause := bad_row_cause(e)) is None:
+        if result.error:
+            raise result.error
+    except Exception as e:  # a bad row or missing file surfaces as itself, not as a worker traceback
+        if (cause := input_error(e)) is None:
             raise
         raise cause from None
-    if result.error:
-        raise result.error
     model_dir = os.path.join(output_dir, MODEL_DIR)
     with result.checkpoint.as_directory() as ckpt:
         _replace_dir(os.path.join(ckpt, MODEL_DIR), model_dir)
