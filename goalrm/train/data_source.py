@@ -28,7 +28,7 @@ from goalrm.data.stream import COUNTS, LINE, PATH, ROW, grouped_batches, tokeniz
 # auto picks the stream above this much train data; measured in bench/loader_crossover.py (bench/RESULTS.md)
 MEMORY_MAX_BYTES = 4 << 20
 RAW_BLOCK_ROWS = 1024
-DATA_CPUS = 0.25  # training workers hold whole CPUs; a small share lets reading and tokenizing run beside them
+DATA_CPUS = 0  # training workers hold every CPU of a small node; reading and tokenizing share them (capped below)
 
 
 def resolve_loader(cfg: Config) -> str:
