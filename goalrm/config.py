@@ -39,8 +39,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str = SYNTHETIC  # a JSONL/Parquet file, or "synthetic"
-    eval: str = SYNTHETIC
+    train: str = SYNTHETIC  # JSONL/Parquet: a file, folder, glob or URI (s3://, gs://, ...); or "synthetic"
+    eval: str = SYNTHETIC  # the same; always read into memory
+    loader: str = "auto"  # "memory" | "ray_data" (streamed) | "auto": by the train data's size
+    group_by_length: bool = True  # ray_data: batch pairs of similar length
+    group_window: int = 16  # ray_data: micro-batches shuffled and length-sorted together
     synthetic_train_size: int = 4000
     synthetic_eval_size: int = 256
     synthetic_seed: int = 0
@@ -52,6 +55,12 @@ class DataConfig:
     def __post_init__(self):
         if self.on_bad_row not in ("error", "skip"):
             raise ValueError(f"data.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
+        if self.loader not in ("auto", "memory", "ray_data"):
+            raise ValueError(f"data.loader must be 'auto', 'memory' or 'ray_data', got {self.loader!r}")
+        if self.loader == "ray_data" and self.train == SYNTHETIC:
+            raise ValueError("data.loader: ray_data streams files; data.train is 'synthetic'")
+        if self.group_window < 1:
+            raise ValueError("data.group_window must be >= 1")
         if self.max_length < 4:
             raise ValueError("data.max_length must be >= 4")
         if self.synthetic_train_size < 1 or self.synthetic_eval_size < 1:

@@ -13,6 +13,9 @@ class BadRowError(ValueError):
         where = f"field '{field}': " if field else ""
         super().__init__(f"{path}:{line}: {where}{reason}")
 
+    def __reduce__(self):  # crosses Ray process boundaries intact
+        return BadRowError, (self.path, self.line, self.field, self.reason)
+
 
 @dataclass
 class BadRows:

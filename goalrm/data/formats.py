@@ -1,6 +1,5 @@
 """Readers: JSONL or Parquet preference data in the three layouts users have, to PreferencePair."""
 
-import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -9,6 +8,7 @@ from dataclasses import dataclass
 from jinja2 import TemplateError
 
 from goalrm.data.errors import BadRowError, BadRows, check_on_bad_row, handle
+from goalrm.data.paths import DataFiles, expand, is_parquet
 from goalrm.data.synthetic import synthetic_pairs
 
 ASSISTANT = "\n\nAssistant:"
@@ -27,36 +27,62 @@ class PreferencePair:
     rejected_first_error: int | None = None  # char offset into `rejected` of the first wrong character
 
 
-def _records(path: str) -> Iterator[tuple[int, object]]:
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
-            yield i + 1, row
-        return
-    opener = gzip.open if path.endswith(".gz") else open
-    # bytes per line, so one undecodable line is one bad row, not a crashed read
-    with opener(path, "rb") as f:
-        for i, raw in enumerate(f):
-            if raw.strip():
-                yield i + 1, parse_json_line(raw, path, i + 1)
-
-
 def parse_json_line(raw: bytes, path: str, line: int):
-    """The parsed row, or a BadRowError to raise or skip later, so one bad line is one bad row."""
+    """One JSONL line to a row, or the BadRowError it is."""
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8"))  # JSON Lines is UTF-8; json.loads(bytes) would guess UTF-16/32
     except json.JSONDecodeError as e:
         return BadRowError(path, line, None, f"malformed JSON ({e.msg} at column {e.colno})")
     except UnicodeDecodeError:
         return BadRowError(path, line, None, "not valid UTF-8")
 
 
-def read_pairs(path, tokenizer=None, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> list[PreferencePair]:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"data file not found: {path}")
-    return pairs_from_records(_records(path), path, tokenizer, on_bad_row, bad_rows)
+def json_lines(stream, chunk_bytes: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of each non-blank line; bytes, so one undecodable line is one bad row."""
+    number, rest = 0, b""
+    while True:
+        chunk = stream.read(chunk_bytes)
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop() if chunk else b""
+        for raw in lines:
+            number += 1
+            if raw.strip():
+                yield number, raw
+        if not chunk:
+            return
+
+
+def parquet_rows(file, batch_rows: int = 4096) -> Iterator[tuple[int, dict]]:
+    """(row number, row) from a seekable Parquet file, one record batch at a time."""
+    import pyarrow.parquet as pq
+
+    number = 0
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows):
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+
+
+def file_records(files: DataFiles, path: str) -> Iterator[tuple[int, object]]:
+    if is_parquet(path):
+        with files.filesystem.open_input_file(path) as f:
+            yield from parquet_rows(f)
+        return
+    name = files.name(path)
+    with files.filesystem.open_input_stream(path, compression="detect") as f:
+        for number, raw in json_lines(f):
+            yield number, parse_json_line(raw, name, number)
+
+
+def read_pairs(spec, tokenizer=None, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> list[PreferencePair]:
+    """All pairs from a file, folder, glob or URI, files in sorted order."""
+    check_on_bad_row(on_bad_row)
+    files = expand(os.fspath(spec))
+    bad_rows = bad_rows if bad_rows is not None else BadRows()
+    out = []
+    for path in files.paths:
+        out.extend(pairs_from_records(file_records(files, path), files.name(path), tokenizer, on_bad_row, bad_rows))
+    return out
 
 
 def pairs_from_records(

@@ -18,13 +18,13 @@ from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from goalrm.config import config_from_dict
 from goalrm.data.batch import collate_pairs
 from goalrm.data.load import load_tokenized
-from goalrm.data.sampler import micro_batch_indices
+from goalrm.data.stream import padding_frac
 from goalrm.evaluate import PairScores, goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
 from goalrm.losses import reward_model_loss
 from goalrm.model import build_model, load_tokenizer, save_reward_model
 from goalrm.qvalues import final_token_reps
 from goalrm.train import checkpoint, faults
-from goalrm.train.deepspeed_config import deepspeed_config
+from goalrm.train.data_source import train_data_source
 from goalrm.train.schedule import warmup_cosine
 
 MODEL_DIR = "model"
@@ -58,7 +58,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     # data
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
-    train_pairs, trunc, bad = load_tokenized(cfg.data.train, "train", cfg.data, tokenizer)
+    source = train_data_source(cfg, tokenizer, rank, world)  # data.loader: pairs in memory, or a Ray Data shard
     eval_pairs, _, _ = load_tokenized(cfg.data.eval, "eval", cfg.data, tokenizer)
     eval_shard = eval_pairs[rank::world]
 
@@ -95,16 +95,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     goal_dim = cfg.model.projection_dim or hidden_size
     goal_sum, goal_count = torch.zeros(goal_dim, device=device), torch.zeros((), device=device)
 
-    window = {"loss": 0.0, "bt_loss": 0.0, "contrastive_loss": 0.0, "tokens": 0, "pairs": 0, "n": 0}
+    window = {"loss": 0.0, "bt_loss": 0.0, "contrastive_loss": 0.0, "tokens": 0, "slots": 0, "pairs": 0, "n": 0}
     t_window = time.perf_counter()
     for step in range(start, cfg.train.max_steps):
         engine.train()
         for micro in range(cfg.train.grad_accum):
             # batch
-            idx = micro_batch_indices(
-                step, micro, rank, world, len(train_pairs), cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.seed
-            )
-            batch = {k: v.to(device) for k, v in collate_pairs([train_pairs[i] for i in idx], pad_id).items()}
+            pairs = source.micro_batch(step, micro)
+            batch = {k: v.to(device) for k, v in collate_pairs(pairs, pad_id).items()}
             # model: chosen and rejected in one forward pass
             out = engine(batch["input_ids"], batch["attention_mask"], with_reps=True)
             # loss
@@ -120,13 +118,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
             engine.backward(loss)
             engine.step()
             with torch.no_grad():  # running goal estimate for the eval Q-gap, free from this forward
-                n = len(idx)
+                n = len(pairs)
                 goal_sum += final_token_reps(out.reps[:n], out.last_index[:n]).float().sum(0)
                 goal_count += n
             for k in ("loss", "bt_loss", "contrastive_loss"):
                 window[k] += parts[k]
             window["tokens"] += int(batch["attention_mask"].sum())
-            window["pairs"] += len(idx)
+            window["slots"] += batch["attention_mask"].numel()
+            window["pairs"] += len(pairs)
             window["n"] += 1
 
         # report
@@ -134,19 +133,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
         evaluate = (step + 1) % cfg.train.eval_every == 0 or last
         if (step + 1) % cfg.train.log_every == 0 or evaluate:
             elapsed = time.perf_counter() - t_window
-            keys = ("loss", "bt_loss", "contrastive_loss", "tokens", "pairs")
-            totals = _all_reduce(torch.tensor([float(window[k]) for k in keys], dtype=torch.float64, device=device))
+            counts = source.counts()  # this rank's share of the run's row counts
+            keys = ("loss", "bt_loss", "contrastive_loss", "tokens", "slots", "pairs", *counts)
+            totals = _all_reduce(torch.tensor([float({**window, **counts}[k]) for k in keys], dtype=torch.float64, device=device))
             totals = dict(zip(keys, totals.tolist()))
             metrics = {
                 "step": step + 1,
-                "epoch": (step + 1) * cfg.train.global_batch_size / len(train_pairs),
+                "epoch": source.epoch(step + 1),
                 "lr": scheduler.get_last_lr()[0],
                 **{k: totals[k] / (window["n"] * world) for k in ("loss", "bt_loss", "contrastive_loss")},
                 "tokens_per_s": totals["tokens"] / elapsed,
                 "pairs_per_s": totals["pairs"] / elapsed,
-                "prompt_truncated": trunc.prompt_truncated,
-                "completion_truncated": trunc.completion_truncated,
-                "bad_rows": bad.count,
+                "padding_frac": padding_frac(totals["tokens"], totals["slots"]),
+                **{k: int(totals[k]) for k in counts},
             }
             if not evaluate:
                 ray.train.report(metrics)
@@ -159,7 +158,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     checkpoint.save(engine, tmp, step + 1, gen, rank, loop_config["config"], tokenizer)
                     if last:
-                        _export(engine, tokenizer, train_pairs, cfg, pad_id, device, rank, os.path.join(tmp, MODEL_DIR))
+                        _export(engine, tokenizer, source.goal_pairs(), cfg, pad_id, device, rank, os.path.join(tmp, MODEL_DIR))
                     ray.train.report(
                         metrics,
                         checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -180,11 +179,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _export(engine, tokenizer, train_pairs, cfg, pad_id, device, rank, out_dir):
+def _export(engine, tokenizer, pairs, cfg, pad_id, device, rank, out_dir):
     """HF export plus the goal state: the mean final-token representation of preferred training completions."""
     import deepspeed
 
-    pairs = train_pairs[: cfg.data.goal_state_pairs or None][rank :: dist.get_world_size()]
     rep_sum, count, r_sum, r_sqsum = goal_and_reward_stats(engine, pairs, pad_id, cfg.train.eval_batch_size, device)
     stats = _all_reduce(torch.tensor([count, r_sum, r_sqsum], dtype=torch.float64, device=device))
     goal, mean, std = goal_and_reward_summary(_all_reduce(rep_sum.float()), *stats.tolist())

@@ -51,6 +51,9 @@ def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_w
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from goalrm.train.data_source import ray_datasets
+
+    cfg, data_args = ray_datasets(cfg)  # data.loader resolved; the Ray Data pipeline when streaming
     t = cfg.train
     return TorchTrainer(
         train_loop_per_worker,
@@ -71,6 +74,7 @@ def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_w
             checkpoint_config=checkpoint_config or CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=t.max_failures),
         ),
+        **data_args,
     )
 
 
@@ -85,6 +89,7 @@ def run_config(output_dir: str) -> Config:
 def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: bool = False) -> TrainResult:
     """Train into OUTPUT_DIR, which must not hold a run yet; with `resume`, continue the run there
     from its last complete checkpoint (CFG must be the config it started with: `run_config`)."""
+    from goalrm.train.data_source import input_error
     from goalrm.train.report import MetricsLogger
 
     deepspeed_config(cfg.train, cfg.train.num_workers)  # a bad user JSON fails here, before Ray starts
@@ -92,9 +97,14 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: 
     _claim_output_dir(cfg, output_dir, resume)
     init_ray(ray_address)
     trainer = build_trainer(cfg, output_dir, callbacks=[MetricsLogger(output_dir)])
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    try:
+        result = trainer.fit()
+        if result.error:
+            raise result.error
+    except Exception as e:  # a bad row or missing file surfaces as itself, not as a worker traceback
+        if (cause := input_error(e)) is None:
+            raise
+        raise cause from None
     model_dir = os.path.join(output_dir, MODEL_DIR)
     with result.checkpoint.as_directory() as ckpt:
         replace_dir(os.path.join(ckpt, MODEL_DIR), model_dir)
