@@ -45,6 +45,7 @@ class DataConfig:
     min_prompt_tokens: int = 16
     on_bad_row: str = "error"  # "error" | "skip" (counted and logged)
     goal_state_pairs: int = 2048  # training pairs averaged for the exported goal state; 0 = all
+    group_by_length: bool = True  # global batches of similar-length pairs, to cut padding
 
     def __post_init__(self):
         if self.on_bad_row not in ("error", "skip"):

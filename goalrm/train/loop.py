@@ -17,7 +17,7 @@ from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 from goalrm.config import config_from_dict
 from goalrm.data.batch import collate_pairs
 from goalrm.data.load import load_tokenized
-from goalrm.data.sampler import micro_batch_indices
+from goalrm.data.sampler import micro_batch_indices, pair_lengths
 from goalrm.evaluate import PairScores, goal_and_reward_stats, score_pairs, summarize
 from goalrm.losses import reward_model_loss
 from goalrm.model import build_model, load_tokenizer, save_reward_model
@@ -59,6 +59,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     train_pairs, trunc, bad = load_tokenized(cfg.data.train, "train", cfg.data, tokenizer)
     eval_pairs, _, _ = load_tokenized(cfg.data.eval, "eval", cfg.data, tokenizer)
     eval_shard = eval_pairs[rank::world]
+    lengths = pair_lengths(train_pairs) if cfg.data.group_by_length else None
 
     # model
     deepspeed.init_distributed(dist_backend="nccl" if cfg.train.use_gpu else "gloo")  # wraps Ray's process group
@@ -79,14 +80,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     goal_dim = cfg.model.projection_dim or hidden_size
     goal_sum, goal_count = torch.zeros(goal_dim, device=device), torch.zeros((), device=device)
 
-    window = {"loss": 0.0, "bt_loss": 0.0, "contrastive_loss": 0.0, "tokens": 0, "pairs": 0, "n": 0}
+    window = {"loss": 0.0, "bt_loss": 0.0, "contrastive_loss": 0.0, "tokens": 0, "slots": 0, "pairs": 0, "n": 0}
     t_window = time.perf_counter()
     for step in range(cfg.train.max_steps):
         engine.train()
         for micro in range(cfg.train.grad_accum):
             # batch
             idx = micro_batch_indices(
-                step, micro, rank, world, len(train_pairs), cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.seed
+                step, micro, rank, world, len(train_pairs), cfg.train.micro_batch_size, cfg.train.grad_accum, cfg.train.seed,
+                lengths,
             )
             batch = {k: v.to(device) for k, v in collate_pairs([train_pairs[i] for i in idx], pad_id).items()}
             # model: chosen and rejected in one forward pass
@@ -105,6 +107,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             for k in ("loss", "bt_loss", "contrastive_loss"):
                 window[k] += parts[k]
             window["tokens"] += int(batch["attention_mask"].sum())
+            window["slots"] += batch["attention_mask"].numel()
             window["pairs"] += len(idx)
             window["n"] += 1
 
@@ -113,7 +116,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         evaluate = (step + 1) % cfg.train.eval_every == 0 or last
         if (step + 1) % cfg.train.log_every == 0 or evaluate:
             elapsed = time.perf_counter() - t_window
-            keys = ("loss", "bt_loss", "contrastive_loss", "tokens", "pairs")
+            keys = ("loss", "bt_loss", "contrastive_loss", "tokens", "slots", "pairs")
             totals = _all_reduce(torch.tensor([float(window[k]) for k in keys], dtype=torch.float64, device=device))
             totals = dict(zip(keys, totals.tolist()))
             metrics = {
@@ -123,6 +126,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 **{k: totals[k] / (window["n"] * world) for k in ("loss", "bt_loss", "contrastive_loss")},
                 "tokens_per_s": totals["tokens"] / elapsed,
                 "pairs_per_s": totals["pairs"] / elapsed,
+                "padding_frac": 1 - totals["tokens"] / totals["slots"],
                 "prompt_truncated": trunc.prompt_truncated,
                 "completion_truncated": trunc.completion_truncated,
                 "bad_rows": bad.count,
