@@ -149,6 +149,9 @@ def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
             now, step = time.perf_counter(), state.global_step - 1
             timed = step >= steps_per_epoch
             tokens = trainer._total_train_tokens
+            line = [f"step {step + 1}/{targs.max_steps}{'' if timed else ' (warm-up)'}"]
+            if self.resume is not None:
+                line.append(f"TRL {now - self.resume:.2f}s")
             if timed:
                 tallies[f"TRL {trl_name}"].add(now - self.resume, args.batch, tokens - self.seen_tokens, 0)
             self.seen_tokens = tokens
@@ -158,8 +161,11 @@ def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
                     engine, pool, lengths if GOALRM[name][1] else None, step, args.batch, loss_cfgs[name], gens[name],
                     tok.pad_token_id,
                 )
+                seconds = time.perf_counter() - t0
+                line.append(f"{name} {seconds:.2f}s")
                 if timed:
-                    tallies[name].add(time.perf_counter() - t0, *counts)
+                    tallies[name].add(seconds, *counts)
+            print("  " + ", ".join(line), flush=True)
             self.resume = time.perf_counter()
 
     torch.manual_seed(SEED)
