@@ -185,6 +185,7 @@ def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
             model=model, args=targs, train_dataset=data, processing_class=tok, data_collator=collate, callbacks=[Alternate()]
         )
         trainer.train()
+    # TRL's collator runs ahead of its steps, so its padding share comes from all its batches
     tallies[f"TRL {trl_name}"].slots = round(tallies[f"TRL {trl_name}"].tokens * trl_slots.slots / trl_slots.tokens)
     return tallies
 
@@ -223,7 +224,6 @@ def main():
         steps = args.steps[min(m, len(args.steps) - 1)]
         pool = [pairs[i] for i in epoch_permutation(len(pairs), 0, SEED)[: batch * steps].tolist()]
         config = tiny_config(num_labels=1, **SHAPES[name])
-        n_params = None
         for trl_name in args.trl:
             a = argparse.Namespace(**{**vars(args), "batch": batch})
             engine = goalrm_engine(config, batch, (len(args.goalrm) + 1) * args.epochs * steps, args.zero_stage)
