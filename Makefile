@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.goalrm-installed
 export GOALRM_CACHE ?= $(HOME)/.cache/goalrm
 
-.PHONY: demo report test test-fast bench clean
+.PHONY: demo report test test-fast bench bench-trl clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/contrastive_overhead.py
 	$(BIN)/python bench/memory.py
+
+# goalrm against TRL's RewardTrainer, side by side on one worker (see bench/RESULTS.md)
+bench-trl: $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python bench/vs_trl.py
 
 clean:
 	rm -rf runs .pytest_cache

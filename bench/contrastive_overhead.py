@@ -19,14 +19,7 @@ from goalrm.model import RewardModel
 from goalrm.tiny import tiny_config, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification
 
-SHAPES = {
-    "tiny": {},
-    # SmolLM2-135M's shape, randomly initialised
-    "smollm2-shape": dict(
-        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True,
-    ),
-}
+from shapes import SHAPES  # bench/, on the path when a bench script runs
 
 
 def step_time(model, opt, batches, lam):

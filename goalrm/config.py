@@ -42,7 +42,7 @@ class DataConfig:
     train: str = SYNTHETIC  # JSONL/Parquet: a file, folder, glob or URI (s3://, gs://, ...); or "synthetic"
     eval: str = SYNTHETIC  # the same; always read into memory
     loader: str = "auto"  # "memory" | "ray_data" (streamed) | "auto": by the train data's size
-    group_by_length: bool = True  # ray_data: batch pairs of similar length
+    group_by_length: bool = True  # batches of similar-length pairs, to cut padding (both loaders)
     group_window: int = 16  # ray_data: micro-batches shuffled and length-sorted together
     synthetic_train_size: int = 4000
     synthetic_eval_size: int = 256

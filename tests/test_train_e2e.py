@@ -47,6 +47,7 @@ def test_train_learns_exports_and_evaluates(ray_session, tmp_path, zero_stage):
     assert final["eval_auroc"] >= ACCURACY_BAR, final
     assert final["contrastive_loss"] > 0 and final["bt_loss"] < lines[0]["bt_loss"]
     assert os.listdir(tmp_path / "run" / "tensorboard")
+    assert all(0 <= l["padding_frac"] < 0.05 for l in lines)  # length-grouped batches (the default)
 
     model_dir = result.model_dir
     for name in ("model.safetensors", "config.json", "tokenizer.json", "goalrm.json", "goal_state.safetensors"):

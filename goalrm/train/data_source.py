@@ -22,7 +22,7 @@ from goalrm.data.errors import BadRowError
 from goalrm.data.formats import json_lines, parquet_rows
 from goalrm.data.load import load_tokenized
 from goalrm.data.paths import DataFiles, expand, is_parquet
-from goalrm.data.sampler import micro_batch_indices
+from goalrm.data.sampler import micro_batch_indices, pair_lengths
 from goalrm.data.stream import COUNTS, LINE, PATH, ROW, grouped_batches, tokenize_block, tokenized_pairs
 
 # auto picks the stream above this much train data; measured in bench/loader_crossover.py (bench/RESULTS.md)
@@ -111,10 +111,13 @@ class MemoryTrainData:
     def __init__(self, cfg: Config, tokenizer, rank: int, world: int):
         self.cfg, self.rank, self.world = cfg, rank, world
         self.pairs, self.trunc, self.bad = load_tokenized(cfg.data.train, "train", cfg.data, tokenizer)
+        self.lengths = pair_lengths(self.pairs) if cfg.data.group_by_length else None
 
     def micro_batch(self, step: int, micro: int) -> list:
         t = self.cfg.train
-        idx = micro_batch_indices(step, micro, self.rank, self.world, len(self.pairs), t.micro_batch_size, t.grad_accum, t.seed)
+        idx = micro_batch_indices(
+            step, micro, self.rank, self.world, len(self.pairs), t.micro_batch_size, t.grad_accum, t.seed, self.lengths
+        )
         return [self.pairs[i] for i in idx]
 
     def epoch(self, steps_done: int) -> float:
