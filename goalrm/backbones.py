@@ -56,7 +56,13 @@ def resolve(name_or_path: str) -> str:
     # workers on one node resolve at the same time: one converts, the others wait and reuse it
     with _locked(out + ".lock"):
         if not os.path.isdir(out):
-            _convert(gguf_file(), out)
+            # built in a temp folder, then renamed: `out` is whole or absent
+            tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
+            try:
+                _convert(gguf_file(), tmp)
+                os.replace(tmp, out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -71,7 +77,7 @@ def _locked(path: str):
 
 
 def _convert(gguf: str, out: str) -> None:
-    """De-quantise to fp32 safetensors in a temp folder, then rename: `out` is whole or absent."""
+    """De-quantise to an fp32 safetensors HF folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = os.path.split(gguf)
@@ -83,10 +89,5 @@ def _convert(gguf: str, out: str) -> None:
     model.hf_quantizer.remove_quantization_config(model)
     for config in (model.config, model.generation_config):
         config.eos_token_id, config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
