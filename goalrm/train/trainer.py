@@ -3,9 +3,9 @@
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from goalrm.config import Config
+from goalrm.config import SYNTHETIC, Config
 from goalrm.env import ray_temp_dir, setup_environment
 from goalrm.train.loop import MODEL_DIR, train_loop_per_worker
 
@@ -50,7 +50,7 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
     resources = {"GPU": 1, "CPU": 1} if t.use_gpu else {"CPU": 1}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict()},
+        train_loop_config={"config": absolute_paths(cfg).to_dict()},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         run_config=RunConfig(
@@ -67,6 +67,19 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None) -> Train
     with result.checkpoint.as_directory() as ckpt:
         _replace_dir(os.path.join(ckpt, MODEL_DIR), model_dir)
     return TrainResult(model_dir=model_dir, metrics=result.metrics or {}, checkpoint_path=result.checkpoint.path)
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """Ray workers run in another directory: data files and a local model folder given relative to
+    the caller's directory become absolute. Hub ids, URIs and "synthetic" stay as they are."""
+    def fix(path: str) -> str:
+        return path if path == SYNTHETIC or "://" in path else os.path.abspath(path)
+
+    model = cfg.model.name_or_path
+    model = os.path.abspath(model) if os.path.isdir(model) else model
+    return replace(
+        cfg, model=replace(cfg.model, name_or_path=model), data=replace(cfg.data, train=fix(cfg.data.train), eval=fix(cfg.data.eval))
+    )
 
 
 def _replace_dir(src: str, dst: str) -> None:
