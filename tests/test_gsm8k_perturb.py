@@ -57,12 +57,15 @@ def test_a_later_step_changes_only_what_follows_it():
         (JANET_Q, JANET.replace("<<16-3-4=9>>", "<<16-3-5=9>>"), 0, "bad arithmetic"),
         # 10 * 5 / 3 is not a whole number of dollars
         (JANET_Q, JANET.replace("9 * 2 = $<<9*2=18>>18", "9 * 5 / 3 = $<<9*5/3=15>>15").replace("#### 18", "#### 15"), 0, "fraction"),
+        # 11 * 0.25 = 2.75 cannot be written as the later `2.5`
+        ("Ten pens at a quarter each.", "He has 7 + 3 = <<7+3=10>>10 pens.\nThey cost 10*0.25 = <<10*0.25=2.50>>2.50.\n#### 2.5", 0, "decimals"),
         # the shown result does not follow the annotation
         (JANET_Q, JANET.replace("<<16-3-4=9>>9", "<<16-3-4=9>> nine"), 0, "no shown result"),
     ],
 )
 def test_unclean_perturbations_are_refused(question, solution, step, why):
-    assert perturb(question, solution, step, Fraction(10)) is None, why
+    new = Fraction(11) if why == "decimals" else Fraction(10)
+    assert perturb(question, solution, step, new) is None, why
 
 
 def test_perturbed_pair_is_deterministic_and_consistent():

@@ -73,10 +73,19 @@ def _format(value: Fraction, like: str) -> str | None:
     return text
 
 
+class _Unclean(Exception):
+    pass
+
+
 def _map_numbers(text: str, pattern: re.Pattern, changed: dict) -> str:
     def sub(m):
         value = _number(m.group(0))
-        return _format(changed[value], m.group(0)) or m.group(0) if value in changed else m.group(0)
+        if value not in changed:
+            return m.group(0)
+        new = _format(changed[value], m.group(0))
+        if new is None:  # e.g. `2.5` written where the changed value is 2.75
+            raise _Unclean
+        return new
 
     return pattern.sub(sub, text)
 
@@ -95,6 +104,13 @@ def _parse(question: str, solution: str):
 def perturb(question: str, solution: str, step: int, new_value: Fraction) -> tuple[str, int] | None:
     """The solution with annotation `step`'s result set to `new_value`, carried forward, and the offset
     of the first wrong character (the changed result); None when that is not clean."""
+    try:
+        return _perturb(question, solution, step, new_value)
+    except _Unclean:
+        return None
+
+
+def _perturb(question, solution, step, new_value):
     anns, seen_before = _parse(question, solution)
     changed: dict[Fraction, Fraction] = {}
     out, pos, first_error = [], 0, None
@@ -104,16 +120,16 @@ def perturb(question: str, solution: str, step: int, new_value: Fraction) -> tup
         new_expr = expr if j == step else _map_numbers(expr, EXPR_NUMBER, changed)
         if new_expr == expr and j != step:
             if old in changed:  # a value derived some other way than from the changed one: ambiguous
-                return None
+                raise _Unclean
             continue
         if old is None or evaluate(expr) != old or not solution.startswith(result, m.end()):
-            return None
+            raise _Unclean
         if old in seen_before[j] or old in changed:
-            return None  # later mentions of `old` could be a given quantity, not this result
+            raise _Unclean  # later mentions of `old` could be a given quantity, not this result
         new = new_value if j == step else evaluate(new_expr)
         text = None if new is None else _format(new, result)
         if text is None:
-            return None
+            raise _Unclean
         prose = solution[pos : m.start()] if j == step else _map_numbers(solution[pos : m.start()], PROSE_NUMBER, changed)
         out.append(prose + f"<<{new_expr}=")
         if j == step:
