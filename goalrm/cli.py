@@ -13,9 +13,9 @@ def _train(args) -> int:
     from goalrm.config import ConfigError, load_config
     from goalrm.train.trainer import run_config, train
 
-    if args.resume and (args.config or args.output_dir):
-        raise ConfigError("--resume DIR continues in DIR with the config the run started with (DIR/config.yaml); drop --config and --output-dir")
-    cfg = run_config(args.resume) if args.resume else load_config(args.config)
+    if args.resume and (args.config or args.output_dir or args.model):
+        raise ConfigError("--resume DIR continues in DIR with the config the run started with (DIR/config.yaml); drop --config, --model and --output-dir")
+    cfg = run_config(args.resume) if args.resume else load_config(args.config, {"model": {"name_or_path": args.model}} if args.model else None)
     print(
         f"goalrm train: model={cfg.model.name_or_path} data={cfg.data.train} workers={cfg.train.num_workers} "
         f"zero={cfg.train.zero_stage} {cfg.train.precision} λ={cfg.loss.contrastive_weight} ({cfg.loss.form}) "
@@ -130,6 +130,39 @@ def _data_synthetic(args) -> int:
     return 0
 
 
+def _data_gsm8k_solutions(args) -> int:
+    from goalrm.data.gsm8k_solutions import convert_solutions
+
+    if args.reference_chosen:
+        print("goalrm: warning: reference-chosen pairs teach the reference's style, not correctness; "
+              "they go to *_pairs_reference.jsonl, for a separate, labelled run", file=sys.stderr)
+    summary = convert_solutions(args.input, args.output_dir, args.seed, args.eval_fraction, args.reference_chosen, args.on_bad_row)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _data_gsm8k_perturb(args) -> int:
+    from goalrm.data.gsm8k_perturb import convert_perturbed
+
+    print(json.dumps(convert_perturbed(args.input, args.output_dir, args.seed, args.eval_fraction, args.on_bad_row), indent=2))
+    return 0
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _gsm8k_args(p: argparse.ArgumentParser, eval_fraction: float) -> None:
+    p.add_argument("--input", required=True, help="JSONL (.jsonl.gz) or Parquet file")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--seed", type=int, default=0, help="seeds the split by question (and the perturbations)")
+    p.add_argument("--eval-fraction", type=_fraction, default=eval_fraction, help="share of questions held out")
+    p.add_argument("--on-bad-row", choices=["error", "skip"], default="error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="goalrm", description="Goal-conditioned contrastive reward models on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -140,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", help=f"where config.yaml, metrics.jsonl, tensorboard/, checkpoints and model/ go (default: {DEFAULT_OUTPUT_DIR}); must not hold a run yet"
     )
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last complete checkpoint, with the config it started with")
+    t.add_argument("--model", help="overrides model.name_or_path: 'tiny', 'smollm2-135m', a local HF folder or a hub id")
     t.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
     t.set_defaults(func=_train)
 
@@ -221,6 +255,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--split", choices=["train", "eval"], default="eval")
     s.set_defaults(func=_data_synthetic)
+    g = dsub.add_parser(
+        "gsm8k-solutions",
+        help="GSM8K model solutions labelled is_correct to pairs (correct chosen, incorrect rejected, per question) "
+        "and scoring rows; writes {train,eval}_pairs.jsonl, {train,eval}_scoring.jsonl, summary.json",
+    )
+    _gsm8k_args(g, eval_fraction=0.2)
+    g.add_argument(
+        "--reference-chosen", action="store_true",
+        help="also write {train,eval}_pairs_reference.jsonl: ground_truth chosen over each incorrect solution "
+        "(a model trained on these learns the reference's style, not correctness)",
+    )
+    g.set_defaults(func=_data_gsm8k_solutions)
+    g = dsub.add_parser(
+        "gsm8k-perturb",
+        help="GSM8K reference solutions ({question, answer} with <<a*b=c>> annotations) to pairs whose rejected "
+        "has one calculation wrong, carried forward; writes {train,eval}_pairs.jsonl, summary.json",
+    )
+    _gsm8k_args(g, eval_fraction=0.05)
+    g.set_defaults(func=_data_gsm8k_perturb)
     return p
 
 

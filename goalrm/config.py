@@ -8,6 +8,7 @@ from importlib import resources
 
 import yaml
 
+from goalrm import backbones
 from goalrm.lora import LoraSettings
 from goalrm.losses import LossConfig
 from goalrm.model import HeadConfig
@@ -22,7 +23,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name_or_path: str = "tiny"  # "tiny", a local HF folder, or a hub id
+    name_or_path: str = "tiny"  # "tiny", "smollm2-135m", a local HF folder, or a hub id
     head: str = "linear"
     mlp_hidden: int = 0
     projection_dim: int = 0
@@ -32,6 +33,7 @@ class ModelConfig:
 
     def __post_init__(self):
         self.heads()  # validates
+        backbones.check(self.name_or_path)  # a missing package fails here, not in every worker
 
     def heads(self) -> HeadConfig:
         return HeadConfig(head=self.head, mlp_hidden=self.mlp_hidden, projection_dim=self.projection_dim)

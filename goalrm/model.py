@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from goalrm.backbones import resolve
 from goalrm.lora import ADAPTER_DIR, LoraSettings, add_lora, merge_for_export
 from goalrm.tiny import TINY_NAME, tiny_config, tiny_tokenizer
 
@@ -83,7 +84,7 @@ class RewardModel(nn.Module):
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     if name_or_path == TINY_NAME:
         return tiny_tokenizer()
-    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -103,6 +104,7 @@ def build_model(
         config = tiny_config(num_labels=1)
         seq_cls = AutoModelForSequenceClassification.from_config(config)
     else:
+        name_or_path = resolve(name_or_path)  # named backbones (smollm2-135m) to their cached folder
         config = AutoConfig.from_pretrained(name_or_path, num_labels=1, trust_remote_code=trust_remote_code)
         seq_cls = AutoModelForSequenceClassification.from_pretrained(
             name_or_path, config=config, trust_remote_code=trust_remote_code, dtype=dtype

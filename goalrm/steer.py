@@ -8,6 +8,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from goalrm.backbones import resolve
 from goalrm.config import ConfigError
 from goalrm.model import load_tokenizer
 from goalrm.qvalues import final_token_reps, q_values
@@ -72,7 +73,7 @@ def load_policy(name_or_path: str, trust_remote_code: bool = False):
             torch.manual_seed(0)
             model = AutoModelForCausalLM.from_config(tiny_config())
     else:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
     return model.eval(), tokenizer
 
 

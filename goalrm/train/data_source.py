@@ -92,12 +92,24 @@ def train_dataset(cfg: Config) -> ray.data.Dataset:
     return ds
 
 
+def absolute_paths(cfg: Config) -> Config:
+    """Ray workers run in another directory: data files and a local model folder given relative to
+    the caller's directory become absolute. Hub ids, URIs and "synthetic" stay as they are."""
+
+    def fix(path: str) -> str:
+        return path if path == SYNTHETIC or "://" in path else os.path.abspath(os.path.expanduser(path))
+
+    model = cfg.model.name_or_path
+    model = os.path.abspath(model) if os.path.isdir(model) else model
+    data = dataclasses.replace(cfg.data, train=fix(cfg.data.train), eval=fix(cfg.data.eval))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=model), data=data)
+
+
 def ray_datasets(cfg: Config) -> tuple[Config, dict]:
     """The config with data.loader resolved, and TorchTrainer's dataset arguments for it."""
     loader = resolve_loader(cfg)
-    # workers run in another folder: hand them absolute paths
-    train, eval_ = (s if s == SYNTHETIC or "://" in s else os.path.abspath(os.path.expanduser(s)) for s in (cfg.data.train, cfg.data.eval))
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader=loader, train=train, eval=eval_))
+    cfg = absolute_paths(cfg)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader=loader))
     if loader == "memory":
         return cfg, {}
     # order kept, so a seed gives one run; one worker then sees exactly the in-memory loader's batches
