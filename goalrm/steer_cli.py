@@ -8,7 +8,7 @@ from functools import partial
 
 from goalrm.config import ConfigError
 from goalrm.data.errors import BadRowError
-from goalrm.data.formats import _records
+from goalrm.data.formats import records
 from goalrm.model import load_reward_model
 from goalrm.steer import MODES, decode_all, final_q, load_goal, load_policy
 
@@ -19,7 +19,7 @@ def read_prompts(path: str) -> list[str]:
         raise FileNotFoundError(f"prompts file not found: {path}")
     if path.endswith((".jsonl", ".jsonl.gz", ".parquet")):
         prompts = []
-        for line, row in _records(path):
+        for line, row in records(path):
             if isinstance(row, BadRowError):
                 raise row
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():

@@ -48,6 +48,6 @@ def test_a_run_dir_holds_one_run_and_resumes_only_with_its_config(tmp_path, caps
     with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
         train(cfg, str(tmp_path / "nothing"), resume=True)
     assert main(["train", "--resume", run, "--config", "x.yaml"]) == 2
-    assert "drop --config and --output-dir" in capsys.readouterr().err
+    assert "drop --config, --model and --output-dir" in capsys.readouterr().err
     assert main(["train", "--output-dir", run]) == 2
     assert f"{run} already holds a run" in capsys.readouterr().err

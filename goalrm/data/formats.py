@@ -74,6 +74,13 @@ def file_records(files: DataFiles, path: str) -> Iterator[tuple[int, object]]:
             yield number, parse_json_line(raw, name, number)
 
 
+def records(spec) -> Iterator[tuple[int, object]]:
+    """(line or row number, row) of every file a data spec names; a bad line comes as its BadRowError."""
+    files = expand(os.fspath(spec))
+    for path in files.paths:
+        yield from file_records(files, path)
+
+
 def read_pairs(spec, tokenizer=None, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> list[PreferencePair]:
     """All pairs from a file, folder, glob or URI, files in sorted order."""
     check_on_bad_row(on_bad_row)

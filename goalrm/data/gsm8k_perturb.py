@@ -18,7 +18,7 @@ from collections import Counter
 from fractions import Fraction
 
 from goalrm.data.errors import BadRowError, BadRows, check_on_bad_row, handle
-from goalrm.data.formats import _records
+from goalrm.data.formats import records
 from goalrm.data.gsm8k import final_answer, is_eval_question, prompt_for, question_id, write_json, write_splits
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
@@ -185,7 +185,7 @@ def convert_perturbed(
         raise FileNotFoundError(f"data file not found: {path}")
     bad_rows, skipped = BadRows(), Counter()
     pairs = {"train": [], "eval": []}
-    for line, row in _records(path):
+    for line, row in records(path):
         try:
             question, solution = _fields(row, path, line)
         except BadRowError as err:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from goalrm.data.errors import BadRowError, BadRows, check_on_bad_row, handle
-from goalrm.data.formats import _records
+from goalrm.data.formats import records
 from goalrm.data.gsm8k import final_answer, is_eval_question, prompt_for, question_id, write_json, write_splits
 
 REFERENCE = "ground_truth"
@@ -40,7 +40,7 @@ def read_questions(
         raise FileNotFoundError(f"data file not found: {path}")
     bad_rows = bad_rows if bad_rows is not None else BadRows()
     out = []
-    for line, row in _records(path):
+    for line, row in records(path):
         try:
             if isinstance(row, BadRowError):
                 raise row
