@@ -87,6 +87,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     seed: int = 0
     max_failures: int = 3  # worker-group restarts from the last checkpoint; -1: unlimited
+    storage_path: str = ""  # Ray Train checkpoints: "" = OUTPUT_DIR; a cloud URI or shared filesystem for multi-node
     offload_optimizer: bool = False  # optimizer state and step on the CPU (DeepSpeedCPUAdam); ZeRO 1-3
     offload_params: bool = False  # parameters on the CPU between uses; ZeRO-3 only
     deepspeed_config: str = ""  # a DeepSpeed JSON merged into goalrm's; conflicting keys are an error

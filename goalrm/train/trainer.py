@@ -11,6 +11,7 @@ from goalrm.env import ray_temp_dir, setup_environment
 from goalrm.train import faults
 from goalrm.train.checkpoint import CONFIG_FILE, RUN_NAME, MarkComplete
 from goalrm.train.deepspeed_config import deepspeed_config
+from goalrm.train.storage import check_storage, run_is_multi_node
 from goalrm.train.loop import MODEL_DIR, train_loop_per_worker
 
 
@@ -69,7 +70,7 @@ def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_w
         run_config=RunConfig(
             # Ray Train continues a run it finds under this name and storage path: that is --resume
             name=RUN_NAME,
-            storage_path=output_dir,
+            storage_path=t.storage_path or output_dir,
             callbacks=[*callbacks, MarkComplete()],
             checkpoint_config=checkpoint_config or CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=t.max_failures),
@@ -96,6 +97,8 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: 
     output_dir = os.path.abspath(output_dir)
     _claim_output_dir(cfg, output_dir, resume)
     init_ray(ray_address)
+    t = cfg.train
+    check_storage(t.storage_path or output_dir, run_is_multi_node(t.num_workers, worker_resources(t)))
     trainer = build_trainer(cfg, output_dir, callbacks=[MetricsLogger(output_dir)])
     try:
         result = trainer.fit()
