@@ -107,12 +107,17 @@ def _wait(client, job_id: str):
     return status
 
 
-def test_train_job_submitted_with_ray_job_submit(ray_head, tmp_path):
+@pytest.fixture(scope="module")
+def job_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("jobs")
+
+
+def test_train_job_submitted_with_ray_job_submit(ray_head, job_dir):
     from ray.job_submission import JobStatus
 
     address, client, env = ray_head
-    out = tmp_path / "run"
-    config = _write_config(tmp_path / "job.yaml")
+    out = job_dir / "run"
+    config = _write_config(job_dir / "job.yaml")
     proc = _submit(address, env, "goalrm-train", os.path.join(ROOT, "ray_jobs", "train.py"), "--config", config, "--output-dir", str(out))
     assert _wait(client, "goalrm-train") == JobStatus.SUCCEEDED, client.get_job_logs("goalrm-train")
 
@@ -136,3 +141,24 @@ def test_broken_config_job_fails_with_a_clear_message(ray_head, tmp_path):
     logs = client.get_job_logs("goalrm-broken")
     assert "goalrm: error:" in logs and "max_stepz" in logs, logs
     assert "Traceback" not in logs
+
+
+def test_score_job_submitted_with_the_python_client(ray_head, job_dir):
+    import json
+
+    import pyarrow.parquet as pq
+    from ray.job_submission import JobStatus
+
+    address, client, env = ray_head
+    model = job_dir / "run" / "model"
+    assert model.exists(), "needs the training job's export"
+    rows = [{"id": i, "prompt": f"Q{i}: 2+{i}=", "completion": f" {2 + i}"} for i in range(12)]
+    (job_dir / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = job_dir / "scored"
+    entry = f"{sys.executable} {os.path.join(ROOT, 'ray_jobs', 'score.py')} --model {model} --input {job_dir / 'gen.jsonl'} --output {out}"
+    job_id = client.submit_job(entrypoint=entry, submission_id="goalrm-score")
+    assert _wait(client, job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)
+    table = pq.read_table(out / "scored")
+    assert sorted(table.column("id").to_pylist()) == list(range(12))
+    assert {"reward", "q_values", "min_q", "first_below", "keep"} <= set(table.column_names)
+    assert "Connecting to existing Ray cluster" in client.get_job_logs(job_id)
