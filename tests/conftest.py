@@ -32,3 +32,15 @@ def hf_model_dir(tmp_path_factory):
     LlamaForCausalLM(tiny_config(tie_word_embeddings=True)).save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local 2-CPU Ray per test module: starting Ray costs seconds, and a module's runs share it."""
+    import ray
+
+    from goalrm.train.trainer import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()

@@ -89,17 +89,6 @@ def _assert_same_losses(got: list[dict], want: list[dict]):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from goalrm.train.trainer import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def reference(ray_session, tmp_path_factory):
     """The uninterrupted run."""
     from goalrm.train.trainer import train

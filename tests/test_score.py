@@ -201,17 +201,6 @@ def test_cli_errors_before_ray(tmp_path, model_dir, capsys):
 # ---------------------------------------------------------------- end to end on Ray (slow)
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from goalrm.train.trainer import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def _run(model_dir, data, out, **kw):
     from goalrm.score.run import score
 

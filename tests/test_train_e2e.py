@@ -13,17 +13,6 @@ pytestmark = pytest.mark.slow
 ACCURACY_BAR = 0.7
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from goalrm.train.trainer import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def _config(zero_stage, steps, **train):
     overrides = {
         "data": {"synthetic_train_size": 8000, "synthetic_eval_size": 128, "goal_state_pairs": 256},

@@ -25,17 +25,6 @@ STEPS = 10
 LORA = {"rank": 4, "target_modules": ["q_proj", "v_proj"], "save_adapter": True}
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from goalrm.train.trainer import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def _config(tmp_path, model, train, lora=None, ckpt=False):
     data = {"synthetic_train_size": 256, "synthetic_eval_size": 32, "goal_state_pairs": 32, "max_length": 96}
     base = {"max_steps": STEPS, "eval_every": STEPS, "log_every": 5, "micro_batch_size": 4, "lr": 1e-3, "warmup_steps": 0}

@@ -13,17 +13,6 @@ from goalrm.data.synthetic import synthetic_pairs
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from goalrm.train.trainer import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
 def _rows(n, seed):
     return [
         {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "rejected_first_error": p.first_error_char}

@@ -22,17 +22,6 @@ BASE = {
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from goalrm.train.trainer import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def base_yaml(tmp_path_factory):
     path = tmp_path_factory.mktemp("base") / "base.yaml"
     path.write_text(yaml.safe_dump(BASE))
