@@ -1,4 +1,4 @@
-"""End-to-end Ray Train runs: 2 CPU workers, DeepSpeed ZeRO-2 and ZeRO-3, synthetic data."""
+"""End-to-end Ray Train run: 2 CPU workers, DeepSpeed ZeRO-2, synthetic data, learning checked."""
 
 import json
 import os
@@ -21,7 +21,7 @@ def _config(zero_stage, steps, **train):
     return load_config(None, overrides)
 
 
-@pytest.mark.parametrize("zero_stage", [3, 2])
+@pytest.mark.parametrize("zero_stage", [2])  # ZeRO-3: test_resume_e2e.py and test_train_scale.py
 def test_train_learns_exports_and_evaluates(ray_session, tmp_path, zero_stage):
     from goalrm.eval_cli import run_eval
     from goalrm.train.trainer import train
