@@ -15,7 +15,7 @@ ACCURACY_BAR = 0.7
 
 def _config(zero_stage, steps, **train):
     overrides = {
-        "data": {"synthetic_train_size": 8000, "synthetic_eval_size": 128, "goal_state_pairs": 256},
+        "data": {"synthetic_train_size": 8000, "synthetic_eval_size": 128, "goal_state_pairs": 256, "group_by_length": True},
         "train": {"zero_stage": zero_stage, "max_steps": steps, "eval_every": steps, "log_every": 50, **train},
     }
     return load_config(None, overrides)
