@@ -20,6 +20,9 @@ import sys
 import tempfile
 
 import torch
+from shapes import SHAPES  # bench/, on the path when a bench script runs
+
+from goalrm.tiny import tiny_config
 
 VARIANTS = {
     "ddp": {"zero_stage": 0},
@@ -33,20 +36,8 @@ BUCKETS = {"reduce_bucket_size": 10**7, "allgather_bucket_size": 10**7}
 
 
 def smollm2_135m_config():
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        num_labels=1,
-    )
+    # SHAPES is a dict, so Ray pickles it with this function: workers need not import bench/
+    return tiny_config(num_labels=1, max_position_embeddings=2048, **SHAPES["smollm2-shape"])
 
 
 def _storages(obj, seen_objs, out, depth=0):
