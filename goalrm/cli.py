@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--max-length", type=int, default=1024)
     r.set_defaults(func=_report)
+
     c = sub.add_parser("score", help="score and filter completions on Ray Data: reward and token Q-values per row")
     c.add_argument("--model", required=True, help="an exported model folder (OUTPUT_DIR/model)")
     c.add_argument("--input", required=True, help="JSONL/Parquet file, folder or glob (local or a pyarrow filesystem URI)")
