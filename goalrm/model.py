@@ -69,8 +69,9 @@ class RewardModel(nn.Module):
                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, heads.projection_dim)
             )
 
-    def forward(self, input_ids, attention_mask, with_reps: bool = False) -> RewardOutput:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids, attention_mask, with_reps: bool = False, inputs_embeds=None) -> RewardOutput:
+        """`inputs_embeds` replaces `input_ids` (pass None for them), e.g. frozen-trunk states (goalrm/frozen_trunk.py)."""
+        hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
         last = last_token_index(attention_mask)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         rewards = self.head(pooled).squeeze(-1).float()
