@@ -1,0 +1,216 @@
+"""Quality on real data (issue 7): goalrm reward models with and without the contrastive term.
+
+The paper fine-tunes 7B models on GPUs. Here, on a 2-core CPU: SmolLM2-135M-Instruct with its
+bottom decoder layers frozen and their activations computed once per data set
+(goalrm/frozen_trunk.py, bench/quality_cache.py). Each run trains the top `--top-layers` layers, the
+final norm and the heads with goalrm's own loss, contrastive sampling, schedule and metrics.
+For one seed every setting gets the same split, the same initial weights, the same pairs in the same
+order and the same number of steps: the setting is the only difference.
+
+    python bench/quality.py --task gsm8k --settings bt paper infonce --seeds 0 1 2
+    python bench/quality.py --task hh --settings bt paper --seeds 0 1 2
+    python bench/quality.py --table          # mean ± std over seeds of everything recorded
+
+Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from goalrm.config import load_config
+from goalrm.frozen_trunk import top_only
+from goalrm.losses import reward_model_loss
+from goalrm.metrics import auroc, pairwise_accuracy
+from goalrm.model import build_model, load_tokenizer
+from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
+from goalrm.score.filtering import filter_row, tokens_saved
+from goalrm.score.majority import majority_report
+from goalrm.data.sampler import micro_batch_indices
+from goalrm.train.schedule import warmup_cosine
+
+from quality_cache import trunk_cache  # bench/, on the path when a bench script runs
+from quality_data import GSM8K, HH, gsm8k_task, hh_task, question_ids
+
+CONFIGS = Path(__file__).resolve().parents[1] / "goalrm" / "configs"
+RESULTS = Path("runs/quality/results.jsonl")
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+FILTER_CALIBRATION = (0.05, 0.1, 0.25)  # thresholds: this quantile of min-Q over correct training solutions
+# overrides of goalrm/configs/quality_<task>.yaml; the config's own loss is the paper's form at λ = 0.5
+SETTINGS = {
+    "bt": {"loss": {"contrastive_weight": 0.0}},
+    "paper": {},
+    "infonce": {"loss": {"form": "infonce"}},
+    "paper-λ1": {"loss": {"contrastive_weight": 1.0}},
+    "paper-late": {"loss": {"sampling": {"strategy": "late"}}},
+    "paper-mean-goal": {"loss": {"sampling": {"goal": "mean"}}},
+    "paper-projection": {"model": {"projection_dim": 128}},
+}
+
+
+def features(states, offsets, task, idx):
+    """Padded trunk states of sequences `idx` (right padding), their mask and completion spans."""
+    lengths = [int(offsets[i + 1] - offsets[i]) for i in idx]
+    emb = torch.zeros(len(idx), max(lengths), states.shape[1])
+    mask = torch.zeros(len(idx), max(lengths), dtype=torch.long)
+    for j, (i, n) in enumerate(zip(idx, lengths)):
+        emb[j, :n], mask[j, :n] = states[offsets[i] : offsets[i + 1]], 1
+    start = torch.tensor([task.seqs[i].start for i in idx])
+    return emb, mask, start, torch.tensor(lengths)
+
+
+def train(model, cfg, task, states, offsets, pairs, seed):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps))
+    gen = torch.Generator().manual_seed(seed * 7919)  # as the training loop seeds rank 0
+    lengths = [max(len(task.seqs[c].ids), len(task.seqs[r].ids)) for c, r in pairs] if cfg.data.group_by_length else None
+    model.train()
+    losses = []
+    for step in range(cfg.train.max_steps):
+        batch = [pairs[i] for i in micro_batch_indices(step, 0, 0, 1, len(pairs), cfg.train.micro_batch_size, 1, seed, lengths)]
+        emb, mask, start, end = features(states, offsets, task, [c for c, _ in batch] + [r for _, r in batch])
+        out = model(None, mask, with_reps=True, inputs_embeds=emb)
+        loss, parts = reward_model_loss(out.rewards, out.reps, start, end, cfg.loss, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        opt.step()
+        sched.step()
+        losses.append(parts)
+    tail = losses[-20:]
+    return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}
+
+
+@torch.no_grad()
+def forward_all(model, task, states, offsets, idx, goal=None, batch=32):
+    """Per sequence: reward, reward at each prefix fraction, last-token rep; and Q traces when a goal is given."""
+    model.eval()
+    out = {"reward": [], "prefix_reward": {f: [] for f in FRACTIONS}, "final": [], "prefix_q": {f: [] for f in FRACTIONS}, "q": []}
+    for b in range(0, len(idx), batch):
+        emb, mask, start, end = features(states, offsets, task, idx[b : b + batch])
+        res = model(None, mask, with_reps=True, inputs_embeds=emb)
+        rows = torch.arange(len(start))
+        out["reward"] += res.rewards.tolist()
+        out["final"].append(final_token_reps(res.reps, res.last_index))
+        for f in FRACTIONS:  # the reward head read at the prefix's last token: a partial solution's reward
+            cut = start + torch.clamp(torch.ceil((end - start).float() * f).long(), min=1) - 1
+            out["prefix_reward"][f] += model.head(res.hidden[rows, cut]).squeeze(-1).tolist()
+        if goal is not None:
+            q = q_values(res.reps, goal)
+            for f in FRACTIONS:
+                out["prefix_q"][f] += prefix_mean_q(q, start, end, f).tolist()
+            out["q"] += [q[j, start[j] : end[j]].numpy() for j in rows]
+    out["final"] = torch.cat(out["final"])
+    return out
+
+
+def evaluate(model, task, states, offsets, train_pairs, eval_pairs, eval_seqs):
+    chosen = sorted({c for c, _ in train_pairs})
+    ref = forward_all(model, task, states, offsets, chosen)
+    goal = ref["final"].mean(0)  # the default goal state: mean final-token rep of preferred completions
+    ref = forward_all(model, task, states, offsets, chosen, goal)
+    res = forward_all(model, task, states, offsets, eval_seqs, goal)
+    labels = torch.tensor([task.seqs[i].label for i in eval_seqs], dtype=torch.long)
+    pos = {i: j for j, i in enumerate(eval_seqs)}
+    rc = torch.tensor([res["reward"][pos[c]] for c, _ in eval_pairs])
+    rr = torch.tensor([res["reward"][pos[r]] for _, r in eval_pairs])
+    m = {
+        "pairwise_accuracy": pairwise_accuracy(rc, rr),
+        "auroc": auroc(torch.tensor(res["reward"]), labels),
+        "prefix_auroc_q": {str(f): auroc(torch.tensor(res["prefix_q"][f]), labels) for f in FRACTIONS},
+        "prefix_auroc_reward": {str(f): auroc(torch.tensor(res["prefix_reward"][f]), labels) for f in FRACTIONS},
+    }
+    if task.name == "gsm8k":
+        m["filtering"] = filtering(task, eval_seqs, res["q"], [float(q.min()) for q in ref["q"]])
+    return m
+
+
+def filtering(task, eval_seqs, q_traces, train_min_q):
+    """Q-value filtering before majority voting over each held-out question's four solutions."""
+    groups, answers = question_ids(task, eval_seqs), [task.seqs[i].answer for i in eval_seqs]
+    labels = [task.seqs[i].label for i in eval_seqs]
+    total = sum(len(q) for q in q_traces)
+    out = {}
+    for quantile in FILTER_CALIBRATION:
+        threshold = float(torch.quantile(torch.tensor(train_min_q), quantile))
+        rows = [filter_row(q, threshold) for q in q_traces]
+        report = majority_report(groups, answers, [r.keep for r in rows], labels)
+        out[str(quantile)] = {
+            "threshold": threshold,
+            "tokens_saved": sum(tokens_saved(len(q), r.first_below) for q, r in zip(q_traces, rows)) / total,
+            "rejected": sum(not r.keep for r in rows) / len(rows),
+            "accuracy_before": report["accuracy_before"],
+            "accuracy_after": report["accuracy_after"],
+        }
+    return out
+
+
+def run(task, states, offsets, args, setting, seed):
+    cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": {"seed": seed}})
+    train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
+    torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
+    model = top_only(build_model(cfg.model.name_or_path, cfg.model.heads()), args.cut)
+    t0 = time.perf_counter()
+    final_loss = train(model, cfg, task, states, offsets, train_pairs, seed)
+    metrics = evaluate(model, task, states, offsets, train_pairs, eval_pairs, eval_seqs)
+    return {
+        "task": task.name, "setting": setting, "seed": seed, "cut": args.cut, "steps": cfg.train.max_steps,
+        "micro_batch": cfg.train.micro_batch_size, "lr": cfg.train.lr, "train_pairs": len(train_pairs),
+        "eval_pairs": len(eval_pairs), "eval_seqs": len(eval_seqs), "final_loss": final_loss,
+        "seconds": round(time.perf_counter() - t0, 1), **metrics,
+    }
+
+
+def done_runs() -> set:
+    if not RESULTS.exists():
+        return set()
+    rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    return {(r["task"], r["setting"], r["seed"]) for r in rows}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", choices=("gsm8k", "hh"))
+    p.add_argument("--settings", nargs="+", default=["bt", "paper"], choices=list(SETTINGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--cut", type=int, default=28, help="first trained decoder layer (SmolLM2-135M has 30)")
+    p.add_argument("--eval-fraction", type=float, default=0.25)
+    p.add_argument("--hh-pairs", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
+    args = p.parse_args(argv)
+    if args.table:
+        from quality_table import print_table
+
+        return print_table(RESULTS)
+    if args.task is None:
+        p.error("--task is required unless --table")
+    if not (GSM8K if args.task == "gsm8k" else HH).exists():
+        sys.exit(f"bench/quality.py: {GSM8K.parent.parent} is absent; the quality runs need ../shared/data")
+    torch.set_num_threads(args.threads)
+    cfg = load_config(str(CONFIGS / f"quality_{args.task}.yaml"))
+    tok = load_tokenizer(cfg.model.name_or_path)
+    task = gsm8k_task(tok, cfg.data.max_length) if args.task == "gsm8k" else hh_task(tok, cfg.data.max_length, args.hh_pairs)
+    trunk = build_model(cfg.model.name_or_path, tokenizer=tok).eval()
+    states, offsets = trunk_cache(task, trunk, cfg.model.name_or_path, args.cut, tok.pad_token_id)
+    del trunk
+    done = done_runs()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:  # seed-major: an interrupted sweep has every setting for the seeds it finished
+        for setting in args.settings:
+            if (task.name, setting, seed) in done:
+                continue
+            row = run(task, states, offsets, args, setting, seed)
+            with open(RESULTS, "a") as f:  # one whole line per finished run
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps({k: row[k] for k in ("task", "setting", "seed", "seconds", "pairwise_accuracy", "auroc")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

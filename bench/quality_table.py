@@ -1,0 +1,42 @@
+"""bench/quality.py's results as mean ± std over seeds, one row per (task, setting)."""
+
+import json
+import statistics
+from collections import defaultdict
+
+
+def _ms(values) -> str:
+    values = [v for v in values if v == v]  # NaN when a split had one class only
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def columns(task: str):
+    """(header, getter) pairs for one task's table."""
+    cols = [("seeds", None), ("pairwise acc", lambda r: r["pairwise_accuracy"]), ("AUROC (reward)", lambda r: r["auroc"])]
+    if task == "gsm8k":
+        cols += [(f"prefix AUROC Q {f}", lambda r, f=f: r["prefix_auroc_q"][f]) for f in ("0.25", "0.5", "0.75", "1.0")]
+        cols += [(f"prefix AUROC reward {f}", lambda r, f=f: r["prefix_auroc_reward"][f]) for f in ("0.25", "0.5", "0.75")]
+        cols += [
+            ("tokens saved (q=0.1)", lambda r: r["filtering"]["0.1"]["tokens_saved"]),
+            ("maj. acc before", lambda r: r["filtering"]["0.1"]["accuracy_before"]),
+            ("maj. acc after (q=0.1)", lambda r: r["filtering"]["0.1"]["accuracy_after"]),
+        ]
+    return cols
+
+
+def print_table(path) -> None:
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["task"], r["setting"])].append(r)
+    for task in sorted({t for t, _ in by}):
+        cols = columns(task)
+        print(f"\n{task}\n\n| setting | " + " | ".join(h for h, _ in cols) + " |")
+        print("|---" * (len(cols) + 1) + "|")
+        for (t, setting), runs in by.items():
+            if t == task:
+                cells = [str(len(runs))] + [_ms([get(r) for r in runs]) for _, get in cols[1:]]
+                print(f"| {setting} | " + " | ".join(cells) + " |")
