@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from goalrm.config import load_config
-from goalrm.frozen_trunk import top_only
+from goalrm.frozen_trunk import merge_top, top_only
 from goalrm.losses import reward_model_loss
 from goalrm.metrics import auroc, pairwise_accuracy
-from goalrm.model import build_model, load_tokenizer
+from goalrm.model import build_model, load_tokenizer, save_reward_model
 from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
 from goalrm.score.filtering import filter_row, tokens_saved
 from goalrm.score.majority import majority_report
@@ -151,6 +151,15 @@ def filtering(task, eval_seqs, q_traces, train_min_q):
     return out
 
 
+def export(model, cfg, task, states, offsets, train_pairs, cut, out_dir):
+    """The trained top merged into the whole backbone, saved as a goalrm model (for steer, score, report)."""
+    tok = load_tokenizer(cfg.model.name_or_path)
+    full = merge_top(build_model(cfg.model.name_or_path, cfg.model.heads(), tok), model, cut)
+    goal = forward_all(model, task, states, offsets, sorted({c for c, _ in train_pairs}))["final"].mean(0)
+    save_reward_model(full, tok, out_dir, goal_state=goal)
+    print(f"exported {out_dir}", flush=True)
+
+
 def run(task, states, offsets, args, setting, seed):
     cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": {"seed": seed}})
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
@@ -159,6 +168,8 @@ def run(task, states, offsets, args, setting, seed):
     t0 = time.perf_counter()
     final_loss = train(model, cfg, task, states, offsets, train_pairs, seed)
     metrics = evaluate(model, task, states, offsets, train_pairs, eval_pairs, eval_seqs)
+    if args.export:
+        export(model, cfg, task, states, offsets, train_pairs, args.cut, os.path.join(args.export, f"{task.name}-{setting}-seed{seed}"))
     return {
         "task": task.name, "setting": setting, "seed": seed, "cut": args.cut, "steps": cfg.train.max_steps,
         "micro_batch": cfg.train.micro_batch_size, "lr": cfg.train.lr, "train_pairs": len(train_pairs),
@@ -183,6 +194,7 @@ def main(argv=None):
     p.add_argument("--eval-fraction", type=float, default=0.25)
     p.add_argument("--hh-pairs", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--export", default="", help="also save each run's model, whole, under this folder")
     p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
     args = p.parse_args(argv)
     if args.table:

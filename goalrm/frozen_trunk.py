@@ -47,3 +47,20 @@ def top_only(model: RewardModel, cut: int) -> RewardModel:
     model.backbone.get_input_embeddings().requires_grad_(False)
     model.config.use_cache = False  # the kept layers keep their original cache indices
     return model
+
+
+def merge_top(full: RewardModel, top: RewardModel, cut: int) -> RewardModel:
+    """Copy a trained `top_only` model into `full` (the same backbone, whole), for export and scoring."""
+    check_cut(full, cut)
+    prefix = "backbone.layers."
+    state = {}
+    for k, v in top.state_dict().items():
+        if k.startswith(prefix):
+            i, rest = k[len(prefix) :].split(".", 1)
+            k = f"{prefix}{int(i) + cut}.{rest}"
+        state[k] = v
+    missing, unexpected = full.load_state_dict(state, strict=False)
+    below = {f"{prefix}{i}." for i in range(cut)}
+    if unexpected or any(not k.startswith(tuple(below)) for k in missing):
+        raise ValueError(f"top model does not fit the full one: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    return full

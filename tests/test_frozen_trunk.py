@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from goalrm.frozen_trunk import top_only, trunk_states
+from goalrm.frozen_trunk import merge_top, top_only, trunk_states
 from goalrm.model import HeadConfig, build_model
 
 
@@ -43,3 +43,20 @@ def test_cut_out_of_range_is_a_clear_error(batch):
     model = build_model("tiny")
     with pytest.raises(ValueError, match=r"cut must be in \[0, 1\]"):
         trunk_states(model, *batch, 2)
+
+
+def test_merge_top_gives_a_whole_model_with_the_trained_top(batch):
+    torch.manual_seed(0)
+    full = build_model("tiny", HeadConfig(projection_dim=8)).eval()
+    ids, mask = batch
+    states = trunk_states(full, ids, mask, 1)
+    top = top_only(copy.deepcopy(full), 1)
+    with torch.no_grad():
+        for p in top.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))  # as if trained
+    merged = merge_top(copy.deepcopy(full), top, 1)
+    want = top(None, mask, with_reps=True, inputs_embeds=states)
+    got = merged(ids, mask, with_reps=True)
+    torch.testing.assert_close(got.rewards, want.rewards, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(full(ids, mask).rewards, got.rewards)
