@@ -192,7 +192,7 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--cut", type=int, default=28, help="first trained decoder layer (SmolLM2-135M has 30)")
     p.add_argument("--eval-fraction", type=float, default=0.25)
-    p.add_argument("--hh-pairs", type=int, default=1000)
+    p.add_argument("--hh-pairs", type=int, default=600)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", default="", help="also save each run's model, whole, under this folder")
     p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
