@@ -8,6 +8,7 @@ from transformers import AutoModelForSequenceClassification
 
 from goalrm.data import TokenizedPair, collate_pairs
 from goalrm.data.pack import Packed, first_fit_decreasing, pack, unpack
+from goalrm.evaluate import score_pairs
 from goalrm.losses import LossConfig, reward_model_loss
 from goalrm.model import HeadConfig, RewardModel
 from goalrm.tiny import tiny_config
@@ -23,7 +24,7 @@ def _pairs(n, seed=0, lo=6, hi=60):
         prompt = [rng.randrange(3, 259) for _ in range(rng.randrange(3, lo))]
         chosen = prompt + [rng.randrange(3, 259) for _ in range(rng.randrange(2, hi))]
         rejected = prompt + [rng.randrange(3, 259) for _ in range(rng.randrange(2, hi))]
-        out.append(TokenizedPair(chosen, len(prompt), rejected, len(prompt), None))
+        out.append(TokenizedPair(chosen, len(prompt), rejected, len(prompt), len(prompt) + 1))
     return out
 
 
@@ -129,3 +130,15 @@ def test_positions_without_restarts_would_leak_across_sequences(one_torch_thread
         assert torch.allclose(model(batch["input_ids"], batch["attention_mask"], packed=p).rewards, ref, atol=1e-5)
         leaked = model(batch["input_ids"], batch["attention_mask"], packed=merged).rewards
     assert not torch.allclose(leaked, ref, atol=1e-3)
+
+
+def test_eval_scores_packed_equal_padded(one_torch_thread):
+    model = _model("sdpa", 0).eval()
+    pairs, goal = _pairs(10, seed=1), torch.randn(128)
+    ref = score_pairs(model, pairs, PAD, 4, goal)
+    got = score_pairs(model, pairs, PAD, 4, goal, packing=True)
+    assert len(ref.q_before_error) == 10
+    for k, v in vars(ref).items():
+        lists = zip(v.values(), getattr(got, k).values()) if isinstance(v, dict) else [(v, getattr(got, k))]
+        for a, b in lists:
+            assert a == pytest.approx(b, abs=1e-5), k

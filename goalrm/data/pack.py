@@ -10,6 +10,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from goalrm.data.batch import collate_pairs
+from goalrm.data.tokenize import TokenizedPair
+
 
 @dataclass
 class Packed:
@@ -62,3 +65,10 @@ def unpack(hidden: torch.Tensor, packed: Packed) -> torch.Tensor:
     """[R, C, H] packed hidden states to the padded layout [N, T, H]; zeros at padding."""
     gathered = hidden.reshape(-1, hidden.shape[-1])[packed.index]
     return gathered * packed.mask.unsqueeze(-1).to(gathered.dtype)
+
+
+def collate_for_model(pairs: list[TokenizedPair], pad_id: int, device, packing: bool) -> tuple[dict, Packed | None]:
+    """The padded batch on `device`, and its packed form when `packing` (built on the CPU: it loops over rows)."""
+    padded = collate_pairs(pairs, pad_id)
+    packed = pack(padded["input_ids"], padded["attention_mask"], pad_id).to(device) if packing else None
+    return {k: v.to(device) for k, v in padded.items()}, packed

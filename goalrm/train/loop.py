@@ -16,9 +16,8 @@ from transformers.integrations import HfDeepSpeedConfig
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
 from goalrm.config import config_from_dict
-from goalrm.data.batch import collate_pairs
 from goalrm.data.load import load_tokenized
-from goalrm.data.pack import pack
+from goalrm.data.pack import collate_for_model
 from goalrm.data.stream import padding_frac
 from goalrm.evaluate import PairScores, goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
 from goalrm.losses import reward_model_loss
@@ -103,9 +102,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for micro in range(cfg.train.grad_accum):
             # batch
             pairs = source.micro_batch(step, micro)
-            padded = collate_pairs(pairs, pad_id)
-            packed = pack(padded["input_ids"], padded["attention_mask"], pad_id).to(device) if cfg.data.packing else None
-            batch = {k: v.to(device) for k, v in padded.items()}
+            batch, packed = collate_for_model(pairs, pad_id, device, cfg.data.packing)
             # model: chosen and rejected in one forward pass
             out = engine(batch["input_ids"], batch["attention_mask"], with_reps=True, packed=packed)
             # loss
@@ -155,7 +152,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             else:
                 goal = _all_reduce(goal_sum.clone()) / _all_reduce(goal_count.clone()).clamp(min=1)
                 engine.eval()
-                scores = score_pairs(engine, eval_shard, pad_id, cfg.train.eval_batch_size, goal, device)
+                scores = score_pairs(engine, eval_shard, pad_id, cfg.train.eval_batch_size, goal, device, cfg.data.packing)
                 metrics.update({f"eval_{k}": v for k, v in _flatten(summarize(_all_gather_scores(scores))).items()})
                 goal_sum.zero_(), goal_count.zero_()
                 with tempfile.TemporaryDirectory() as tmp:
