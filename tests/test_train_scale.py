@@ -49,13 +49,14 @@ def _weights(path):
 
 @pytest.mark.parametrize(
     "case",
-    ["hf-zero3-offload-checkpointing", "hf-zero3-lora-offload-json", "tiny-zero2-offload-packed"],
+    ["hf-zero3-offload-checkpointing-packed", "hf-zero3-lora-offload-json", "tiny-zero2-offload-packed"],
 )
 def test_short_run_trains_and_exports(ray_session, tmp_path, hf_model_dir, case):
     from goalrm.train.trainer import train
 
-    if case == "hf-zero3-offload-checkpointing":
-        cfg = _config(tmp_path, hf_model_dir, {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}, ckpt=True)
+    if case == "hf-zero3-offload-checkpointing-packed":
+        zero3 = {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}
+        cfg = _config(tmp_path, hf_model_dir, zero3, ckpt=True, packing=True, group_by_length=False)
     elif case == "hf-zero3-lora-offload-json":
         ds_json = tmp_path / "ds.json"
         ds_json.write_text(json.dumps({"zero_optimization": {"stage3_param_persistence_threshold": 0}, "train_batch_size": "auto"}))
