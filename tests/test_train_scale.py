@@ -47,6 +47,8 @@ def _weights(path):
     return load_file(os.path.join(path, "model.safetensors"))
 
 
+# "-packed": data.packing through Ray, ZeRO-2/3 and checkpointing. Synthetic pairs are too even in
+# length to share a row, so rows hold one sequence and a free tail; tests/test_pack.py checks real packing.
 @pytest.mark.parametrize(
     "case",
     ["hf-zero3-offload-checkpointing-packed", "hf-zero3-lora-offload-json", "tiny-zero2-offload-packed"],
