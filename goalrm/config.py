@@ -46,6 +46,7 @@ class DataConfig:
     loader: str = "auto"  # "memory" | "ray_data" (streamed) | "auto": by the train data's size
     group_by_length: bool = True  # batches of similar-length pairs, to cut padding (both loaders)
     group_window: int = 16  # ray_data: micro-batches shuffled and length-sorted together
+    packing: bool = False  # padding-free micro-batches (goalrm/data/pack.py); the backbone must read boundaries from position_ids
     synthetic_train_size: int = 4000
     synthetic_eval_size: int = 256
     synthetic_seed: int = 0

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import torch
 
 from goalrm.data.batch import collate_pairs
+from goalrm.data.pack import collate_for_model
 from goalrm.metrics import chosen_rejected_auroc, pairwise_accuracy
 from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
 
@@ -35,20 +36,22 @@ class PairScores:
         return self
 
 
-def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device):
+def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device, packing: bool = False):
     """Per batch: (pairs in it, collated batch, RewardOutput, Q-values [2n, T] or None); chosen rows first."""
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
-        batch = {k: v.to(device) for k, v in collate_pairs(chunk, pad_id).items()}
-        res = model(batch["input_ids"], batch["attention_mask"], with_reps=goal is not None)
+        batch, packed = collate_for_model(chunk, pad_id, device, packing)
+        res = model(batch["input_ids"], batch["attention_mask"], with_reps=goal is not None, packed=packed)
         yield len(chunk), batch, res, None if goal is None else q_values(res.reps, goal.to(device))
 
 
 @torch.no_grad()
-def score_pairs(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu") -> PairScores:
+def score_pairs(
+    model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu", packing: bool = False
+) -> PairScores:
     """`model(input_ids, attention_mask, with_reps=True)` returns a RewardOutput (a RewardModel or a DeepSpeed engine)."""
     out = PairScores()
-    for n, batch, res, q in _forward(model, pairs, pad_id, batch_size, goal, device):
+    for n, batch, res, q in _forward(model, pairs, pad_id, batch_size, goal, device, packing):
         out.r_chosen += res.rewards[:n].float().cpu().tolist()
         out.r_rejected += res.rewards[n:].float().cpu().tolist()
         if q is None:

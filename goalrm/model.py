@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from goalrm.backbones import resolve
+from goalrm.data.pack import Packed, unpack
 from goalrm.lora import ADAPTER_DIR, LoraSettings, add_lora, merge_for_export
 from goalrm.tiny import TINY_NAME, tiny_config, tiny_tokenizer
 
@@ -69,9 +70,18 @@ class RewardModel(nn.Module):
                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, heads.projection_dim)
             )
 
-    def forward(self, input_ids, attention_mask, with_reps: bool = False, inputs_embeds=None) -> RewardOutput:
-        """`inputs_embeds` replaces `input_ids` (pass None for them), e.g. frozen-trunk states (goalrm/frozen_trunk.py)."""
-        hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+    def forward(
+        self, input_ids, attention_mask, with_reps: bool = False, packed: Packed | None = None, inputs_embeds=None
+    ) -> RewardOutput:
+        """`packed` (goalrm/data/pack.py) runs the backbone on the packed rows of this padded batch; the
+        output is the same as without it, in the padded layout. `inputs_embeds` replaces `input_ids`
+        (pass None for them), e.g. frozen-trunk states (goalrm/frozen_trunk.py)."""
+        if packed is None:
+            hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        else:
+            # no attention_mask and no cache: transformers takes the sequence boundaries from position_ids
+            out = self.backbone(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False)
+            hidden = unpack(out.last_hidden_state, packed)
         last = last_token_index(attention_mask)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         rewards = self.head(pooled).squeeze(-1).float()

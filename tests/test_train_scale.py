@@ -1,6 +1,6 @@
 """Short Ray Train runs (2 CPU workers) for the memory options: ZeRO-3 on a real HF folder (the
 tiny preset's ZeRO-3 run is in test_train_e2e.py), CPU offload for ZeRO-2 and 3, LoRA, gradient
-checkpointing and a user DeepSpeed JSON.
+checkpointing, a user DeepSpeed JSON, and packed micro-batches (data.packing).
 
 Each run checks that it trained and that its export reproduces, in plain transformers, the rewards
 the live (sharded) model computed at export time (`reward_mean`/`reward_std` in goalrm.json).
@@ -25,8 +25,8 @@ STEPS = 10
 LORA = {"rank": 4, "target_modules": ["q_proj", "v_proj"], "save_adapter": True}
 
 
-def _config(tmp_path, model, train, lora=None, ckpt=False):
-    data = {"synthetic_train_size": 256, "synthetic_eval_size": 32, "goal_state_pairs": 32, "max_length": 96}
+def _config(tmp_path, model, train, lora=None, ckpt=False, **data):
+    data = {"synthetic_train_size": 256, "synthetic_eval_size": 32, "goal_state_pairs": 32, "max_length": 96, **data}
     base = {"max_steps": STEPS, "eval_every": STEPS, "log_every": 5, "micro_batch_size": 4, "lr": 1e-3, "warmup_steps": 0}
     overrides = {"model": {"name_or_path": model, "lora": lora, "gradient_checkpointing": ckpt}, "data": data, "train": {**base, **train}}
     return load_config(None, overrides)
@@ -47,21 +47,24 @@ def _weights(path):
     return load_file(os.path.join(path, "model.safetensors"))
 
 
+# "-packed": data.packing through Ray, ZeRO-2/3 and checkpointing. Synthetic pairs are too even in
+# length to share a row, so rows hold one sequence and a free tail; tests/test_pack.py checks real packing.
 @pytest.mark.parametrize(
     "case",
-    ["hf-zero3-offload-checkpointing", "hf-zero3-lora-offload-json", "tiny-zero2-offload"],
+    ["hf-zero3-offload-checkpointing-packed", "hf-zero3-lora-offload-json", "tiny-zero2-offload-packed"],
 )
 def test_short_run_trains_and_exports(ray_session, tmp_path, hf_model_dir, case):
     from goalrm.train.trainer import train
 
-    if case == "hf-zero3-offload-checkpointing":
-        cfg = _config(tmp_path, hf_model_dir, {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}, ckpt=True)
+    if case == "hf-zero3-offload-checkpointing-packed":
+        zero3 = {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}
+        cfg = _config(tmp_path, hf_model_dir, zero3, ckpt=True, packing=True, group_by_length=False)
     elif case == "hf-zero3-lora-offload-json":
         ds_json = tmp_path / "ds.json"
         ds_json.write_text(json.dumps({"zero_optimization": {"stage3_param_persistence_threshold": 0}, "train_batch_size": "auto"}))
         cfg = _config(tmp_path, hf_model_dir, {"zero_stage": 3, "offload_optimizer": True, "deepspeed_config": str(ds_json)}, lora=LORA, ckpt=True)
     else:
-        cfg = _config(tmp_path, "tiny", {"zero_stage": 2, "offload_optimizer": True})
+        cfg = _config(tmp_path, "tiny", {"zero_stage": 2, "offload_optimizer": True}, packing=True, group_by_length=False)
 
     result = train(cfg, str(tmp_path / "run"))
 

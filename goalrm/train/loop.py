@@ -16,8 +16,8 @@ from transformers.integrations import HfDeepSpeedConfig
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
 from goalrm.config import config_from_dict
-from goalrm.data.batch import collate_pairs
 from goalrm.data.load import load_tokenized
+from goalrm.data.pack import collate_for_model
 from goalrm.data.stream import padding_frac
 from goalrm.evaluate import PairScores, goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
 from goalrm.losses import reward_model_loss
@@ -102,9 +102,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for micro in range(cfg.train.grad_accum):
             # batch
             pairs = source.micro_batch(step, micro)
-            batch = {k: v.to(device) for k, v in collate_pairs(pairs, pad_id).items()}
+            batch, packed = collate_for_model(pairs, pad_id, device, cfg.data.packing)
             # model: chosen and rejected in one forward pass
-            out = engine(batch["input_ids"], batch["attention_mask"], with_reps=True)
+            out = engine(batch["input_ids"], batch["attention_mask"], with_reps=True, packed=packed)
             # loss
             loss, parts = reward_model_loss(
                 out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg.loss, generator=gen
@@ -124,7 +124,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             for k in ("loss", "bt_loss", "contrastive_loss"):
                 window[k] += parts[k]
             window["tokens"] += int(batch["attention_mask"].sum())
-            window["slots"] += batch["attention_mask"].numel()
+            window["slots"] += (batch["attention_mask"] if packed is None else packed.input_ids).numel()
             window["pairs"] += len(pairs)
             window["n"] += 1
 
@@ -152,7 +152,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             else:
                 goal = _all_reduce(goal_sum.clone()) / _all_reduce(goal_count.clone()).clamp(min=1)
                 engine.eval()
-                scores = score_pairs(engine, eval_shard, pad_id, cfg.train.eval_batch_size, goal, device)
+                scores = score_pairs(engine, eval_shard, pad_id, cfg.train.eval_batch_size, goal, device, cfg.data.packing)
                 metrics.update({f"eval_{k}": v for k, v in _flatten(summarize(_all_gather_scores(scores))).items()})
                 goal_sum.zero_(), goal_count.zero_()
                 with tempfile.TemporaryDirectory() as tmp:

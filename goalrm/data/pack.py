@@ -1,0 +1,74 @@
+"""Padding-free micro-batches: pack a padded batch's sequences into few rows, and unpack the hidden states.
+
+First-fit-decreasing into rows as long as the batch's longest sequence, so a packed batch never has
+more slots than the padded one and attention stays O(T^2) per row. position_ids restart at 0 for
+each sequence: with attention_mask=None (and no KV cache) transformers reads each restart as a
+sequence boundary (masking_utils.find_packed_sequence_indices), so attention never crosses one.
+"""
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from goalrm.data.batch import collate_pairs
+from goalrm.data.tokenize import TokenizedPair
+
+
+@dataclass
+class Packed:
+    input_ids: torch.Tensor  # [R, C], R <= N rows of capacity C = the longest sequence
+    position_ids: torch.Tensor  # [R, C]; a row's free tail is one dummy sequence of its own
+    index: torch.Tensor  # [N, T] flat slot (row * C + column) of each padded position; 0 at padding
+    mask: torch.Tensor  # [N, T] bool, the padded batch's attention mask
+
+    def to(self, device) -> "Packed":
+        return Packed(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Sequence indices per row, longest first, each into the first row with room."""
+    rows, free = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for r, room in enumerate(free):
+            if lengths[i] <= room:
+                rows[r].append(i)
+                free[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            free.append(capacity - lengths[i])
+    return rows
+
+
+def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_id: int) -> Packed:
+    """Pack the real tokens of a padded batch (left or right padding) into as few rows as fit."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(1).tolist()
+    capacity = max(lengths)
+    rows = first_fit_decreasing(lengths, capacity)
+    ids = torch.full((len(rows), capacity), pad_id, dtype=input_ids.dtype)
+    positions = torch.zeros((len(rows), capacity), dtype=torch.long)
+    index = torch.zeros(input_ids.shape, dtype=torch.long)
+    for r, seqs in enumerate(rows):
+        col = 0
+        for i in seqs:
+            n = lengths[i]
+            ids[r, col : col + n] = input_ids[i][mask[i]]
+            positions[r, col : col + n] = torch.arange(n)
+            index[i][mask[i]] = r * capacity + col + torch.arange(n)
+            col += n
+        positions[r, col:] = torch.arange(capacity - col)
+    return Packed(input_ids=ids, position_ids=positions, index=index, mask=mask)
+
+
+def unpack(hidden: torch.Tensor, packed: Packed) -> torch.Tensor:
+    """[R, C, H] packed hidden states to the padded layout [N, T, H]; zeros at padding."""
+    gathered = hidden.reshape(-1, hidden.shape[-1])[packed.index]
+    return gathered * packed.mask.unsqueeze(-1).to(gathered.dtype)
+
+
+def collate_for_model(pairs: list[TokenizedPair], pad_id: int, device, packing: bool) -> tuple[dict, Packed | None]:
+    """The padded batch on `device`, and its packed form when `packing` (built on the CPU: it loops over rows)."""
+    padded = collate_pairs(pairs, pad_id)
+    packed = pack(padded["input_ids"], padded["attention_mask"], pad_id).to(device) if packing else None
+    return {k: v.to(device) for k, v in padded.items()}, packed
