@@ -215,7 +215,7 @@ def main():
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--trl", nargs="+", default=["plain", "grouped"], choices=list(TRL))
     p.add_argument("--goalrm", nargs="+", default=list(GOALRM), choices=list(GOALRM))
-    p.add_argument("--zero-stage", type=int, default=TrainConfig.zero_stage)
+    p.add_argument("--zero-stage", type=int, default=0, help="goalrm's ZeRO stage; 0 (the default) is what one worker needs: nothing to partition")
     args = p.parse_args()
     if args.epochs < 2:
         p.error("--epochs must be >= 2: the first epoch is warm-up")

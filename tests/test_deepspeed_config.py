@@ -23,7 +23,7 @@ def test_derived_from_goalrm_config(tmp_path):
     assert ds["train_batch_size"] == 16 and ds["train_micro_batch_size_per_gpu"] == 4
     assert ds["zero_optimization"] == {"stage": 3} and ds["bf16"] == {"enabled": True}
     # torch AdamW, no compiled op, when nothing is offloaded
-    assert ds["optimizer"] == {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.0, "torch_adam": True}}
+    assert ds["optimizer"] == {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.0, "torch_adam": True, "fused": True}}
 
 
 @pytest.mark.parametrize("stage, params", [(2, False), (3, False), (3, True)])
@@ -32,6 +32,7 @@ def test_offload_sets_deepspeed_cpu_adam(tmp_path, stage, params):
     assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu"}
     assert ("offload_param" in ds["zero_optimization"]) is params
     assert ds["optimizer"]["params"]["torch_adam"] is False  # DeepSpeed then builds DeepSpeedCPUAdam
+    assert "fused" not in ds["optimizer"]["params"]
 
 
 def test_user_json_merges_and_can_turn_on_offload(tmp_path):

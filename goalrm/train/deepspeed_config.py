@@ -25,6 +25,8 @@ def deepspeed_config(train, world_size: int) -> dict:
     # torch AdamW needs no compiled op; optimizer offload needs DeepSpeedCPUAdam, which DeepSpeed builds itself
     offload = merged["zero_optimization"].get("offload_optimizer", {}).get("device", "none") != "none"
     merged["optimizer"]["params"]["torch_adam"] = not offload
+    if not offload:  # torch's fused AdamW (CPU and CUDA): one kernel for all tensors, as TRL's default optimizer
+        merged["optimizer"]["params"]["fused"] = True
     return merged
 
 
