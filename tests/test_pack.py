@@ -142,3 +142,14 @@ def test_eval_scores_packed_equal_padded(one_torch_thread):
         lists = zip(v.values(), getattr(got, k).values()) if isinstance(v, dict) else [(v, getattr(got, k))]
         for a, b in lists:
             assert a == pytest.approx(b, abs=1e-5), k
+
+
+def test_packing_is_refused_for_backbones_that_ignore_position_ids_boundaries(tmp_path):
+    from transformers import MistralConfig
+
+    from goalrm.data.pack import check_packing_support
+
+    check_packing_support("tiny")  # llama: supported
+    MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"data.packing: .* is a 'mistral' model.*Set data.packing: false"):
+        check_packing_support(str(tmp_path))

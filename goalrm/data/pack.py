@@ -72,3 +72,27 @@ def collate_for_model(pairs: list[TokenizedPair], pad_id: int, device, packing: 
     padded = collate_pairs(pairs, pad_id)
     packed = pack(padded["input_ids"], padded["attention_mask"], pad_id).to(device) if packing else None
     return {k: v.to(device) for k, v in padded.items()}, packed
+
+
+# Backbones whose attention mask comes from transformers' create_causal_mask, which reads the packed
+# sequence boundaries from position_ids (transformers 5.24). Others (e.g. Mistral, Phi-3) would
+# silently attend across the sequences of a packed row.
+PACKING_MODEL_TYPES = ("gemma", "gpt2", "gpt_neox", "llama", "qwen2")
+
+
+def check_packing_support(name_or_path: str, trust_remote_code: bool = False) -> None:
+    """Raise ValueError, before any training, when `data.packing` would be wrong for this backbone."""
+    from transformers import AutoConfig
+
+    from goalrm.backbones import resolve
+    from goalrm.tiny import TINY_NAME, tiny_config
+
+    if name_or_path == TINY_NAME:
+        config = tiny_config()
+    else:
+        config = AutoConfig.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
+    if config.model_type not in PACKING_MODEL_TYPES:
+        raise ValueError(
+            f"data.packing: {name_or_path} is a {config.model_type!r} model, whose attention does not take sequence "
+            f"boundaries from position_ids; packing supports {', '.join(PACKING_MODEL_TYPES)}. Set data.packing: false"
+        )

@@ -7,6 +7,7 @@ import yaml
 
 from goalrm.atomic import replace_dir, write_text
 from goalrm.config import Config, ConfigError, load_config
+from goalrm.data.pack import check_packing_support
 from goalrm.env import ray_temp_dir, setup_environment
 from goalrm.train import faults
 from goalrm.train.checkpoint import CONFIG_FILE, RUN_NAME, MarkComplete
@@ -54,6 +55,11 @@ def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_w
 
     from goalrm.train.data_source import ray_datasets
 
+    if cfg.data.packing:
+        try:
+            check_packing_support(cfg.model.name_or_path, cfg.model.trust_remote_code)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     cfg, data_args = ray_datasets(cfg)  # data.loader resolved; the Ray Data pipeline when streaming
     t = cfg.train
     return TorchTrainer(
