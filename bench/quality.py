@@ -11,7 +11,8 @@ order and the same number of steps: the setting is the only difference.
     python bench/quality.py --task hh --settings bt paper --seeds 0 1 2
     python bench/quality.py --table          # mean ± std over seeds of everything recorded
 
-Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again.
+Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
+task, setting, seed and --cut); delete the file after changing a config.
 """
 
 import argparse
@@ -182,7 +183,7 @@ def done_runs() -> set:
     if not RESULTS.exists():
         return set()
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-    return {(r["task"], r["setting"], r["seed"]) for r in rows}
+    return {(r["task"], r["setting"], r["seed"], r["cut"]) for r in rows}
 
 
 def main(argv=None):
@@ -216,7 +217,7 @@ def main(argv=None):
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:  # seed-major: an interrupted sweep has every setting for the seeds it finished
         for setting in args.settings:
-            if (task.name, setting, seed) in done:
+            if (task.name, setting, seed, args.cut) in done:
                 continue
             row = run(task, states, offsets, args, setting, seed)
             with open(RESULTS, "a") as f:  # one whole line per finished run
