@@ -74,7 +74,9 @@ def test_bad_row_in_a_parquet_shard_stops_the_run_naming_file_row_field(ray_sess
 
     folder = _folder(tmp_path, {"prompt": "x", "chosen": "  ", "rejected": "b", "rejected_first_error": None})
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(_overrides(folder, "ray_data")))
+    overrides = _overrides(folder, "ray_data")
+    overrides["train"]["max_failures"] = 0  # a bad row fails every retry the same way
+    config.write_text(yaml.safe_dump(overrides))
     assert main(["train", "--config", str(config), "--output-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert f"goalrm: error: {folder}/part-1.parquet:9: field 'chosen': empty completion" in err
