@@ -163,6 +163,13 @@ def _gsm8k_args(p: argparse.ArgumentParser, eval_fraction: float) -> None:
     p.add_argument("--on-bad-row", choices=["error", "skip"], default="error")
 
 
+def _scoring_args(p: argparse.ArgumentParser) -> None:
+    """The pairs a command scores with an exported model (eval, report)."""
+    p.add_argument("--data", required=True, help="JSONL/Parquet preference pairs, or 'synthetic' for the held-out demo split")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=1024)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="goalrm", description="Goal-conditioned contrastive reward models on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -200,10 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="pairwise accuracy, AUROC and prefix AUROC of Q-values on preference pairs")
     e.add_argument("--model", required=True, help="an exported model folder (OUTPUT_DIR/model)")
-    e.add_argument("--data", required=True, help="JSONL/Parquet preference pairs, or 'synthetic' for the held-out demo split")
+    _scoring_args(e)
     e.add_argument("--output-json", help="write the metrics here")
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--max-length", type=int, default=1024)
     e.set_defaults(func=_eval)
 
     g = sub.add_parser("steer", help="guided decoding: keep the sampled chunk with the highest Q-value toward the goal")
@@ -221,11 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="one self-contained HTML page: Q-value heatmaps, AUROC against prefix, rewards, training curves")
     r.add_argument("--run", required=True, help="a training output dir (holding model/ and metrics.jsonl)")
-    r.add_argument("--data", required=True, help="JSONL/Parquet preference pairs, or 'synthetic' for the held-out demo split")
+    _scoring_args(r)
     r.add_argument("--output", required=True, help="the HTML file to write")
     r.add_argument("--samples", type=int, default=4, help="pairs shown as token-level Q-value heatmaps")
-    r.add_argument("--batch-size", type=int, default=32)
-    r.add_argument("--max-length", type=int, default=1024)
     r.set_defaults(func=_report)
 
     c = sub.add_parser("score", help="score and filter completions on Ray Data: reward and token Q-values per row")
