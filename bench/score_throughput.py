@@ -23,7 +23,8 @@ from transformers import AutoModelForSequenceClassification
 
 from goalrm.config import ScoreConfig
 from goalrm.data.tokenize import tokenize_completion
-from goalrm.model import RewardModel, load_reward_model, save_reward_model
+from goalrm.export import load_reward_model, save_reward_model
+from goalrm.model import RewardModel
 from goalrm.qvalues import q_values
 from goalrm.tiny import tiny_config, tiny_tokenizer
 

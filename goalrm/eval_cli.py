@@ -10,7 +10,8 @@ from goalrm.config import DataConfig
 from goalrm.data.errors import BadRows
 from goalrm.data.load import load_tokenized
 from goalrm.evaluate import PairScores, score_pairs, summarize
-from goalrm.model import load_reward_model
+from goalrm.atomic import write_text
+from goalrm.export import load_reward_model
 
 
 @dataclass
@@ -23,24 +24,24 @@ class Scored:
     bad_rows: BadRows
 
 
-def score_data(model_dir: str, data: str, batch_size: int = 32, max_length: int = 1024) -> Scored:
-    model, tokenizer, goal, _ = load_reward_model(model_dir)
+def score_data(model_dir: str, data: str, batch_size: int = 32, max_length: int = 1024, device="cpu", dtype: str = "float32") -> Scored:
+    model, tokenizer, goal, _ = load_reward_model(model_dir, device=device, dtype=dtype)
     pairs, _, bad = load_tokenized(data, "eval", DataConfig(max_length=max_length), tokenizer)
     with torch.inference_mode():
-        scores = score_pairs(model, pairs, tokenizer.pad_token_id, batch_size, goal)
+        scores = score_pairs(model, pairs, tokenizer.pad_token_id, batch_size, goal, device)
     return Scored(model, tokenizer, goal, pairs, scores, bad)
 
 
-def run_eval(model_dir: str, data: str, output_json: str | None = None, batch_size: int = 32, max_length: int = 1024) -> dict:
-    scored = score_data(model_dir, data, batch_size, max_length)
+def run_eval(
+    model_dir: str, data: str, output_json: str | None = None, batch_size: int = 32, max_length: int = 1024,
+    device="cpu", dtype: str = "float32",
+) -> dict:
+    scored = score_data(model_dir, data, batch_size, max_length, device, dtype)
     metrics = summarize(scored.scores)
     metrics["bad_rows"] = scored.bad_rows.count
     if output_json:
         os.makedirs(os.path.dirname(os.path.abspath(output_json)), exist_ok=True)
-        tmp = output_json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(metrics, f, indent=2)
-        os.replace(tmp, output_json)
+        write_text(output_json, json.dumps(metrics, indent=2))
     return metrics
 
 

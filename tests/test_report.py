@@ -8,7 +8,8 @@ import torch
 
 from goalrm.cli import main
 from goalrm.data.errors import BadRowError
-from goalrm.model import build_model, save_reward_model
+from goalrm.export import save_reward_model
+from goalrm.model import build_model
 from goalrm.report.build import build_report, read_metrics
 from goalrm.tiny import tiny_tokenizer
 

@@ -17,7 +17,8 @@ from goalrm.cli import main
 from goalrm.config import ConfigError, ScoreConfig
 from goalrm.data.errors import BadRowError
 from goalrm.data.formats import Completion, completions_from_row
-from goalrm.model import build_model, save_reward_model
+from goalrm.export import save_reward_model
+from goalrm.model import build_model
 from goalrm.score.block import score_block
 from goalrm.score.filtering import filter_row, tokens_saved
 from goalrm.score.io import DONE, REJECTS, SCORED, input_files, output_paths, plan_blocks, read_block
@@ -193,7 +194,7 @@ def test_cli_errors_before_ray(tmp_path, model_dir, capsys):
     assert "--input not found" in capsys.readouterr().err
     save_file({"goal": torch.ones(7)}, str(tmp_path / "g.safetensors"))
     assert main(["score", "--model", model_dir, "--input", str(data), "--output", str(tmp_path / "o"), "--goal", str(tmp_path / "g.safetensors")]) == 2
-    assert "has 7 values but the model's representations have 128" in capsys.readouterr().err
+    assert "tensor 'goal' has shape [7], but the model's representations have size 128" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--group-col and --answer-col"):
         ScoreConfig(model="m", input="i", output="o", group_col="g")
 

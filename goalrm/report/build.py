@@ -7,6 +7,7 @@ from html import escape
 
 from matplotlib.colors import Normalize, to_hex
 
+from goalrm.atomic import write_text
 from goalrm.config import ConfigError
 from goalrm.data.errors import BadRowError
 from goalrm.eval_cli import eval_rows, score_data
@@ -58,17 +59,19 @@ def _sample(i, pair, qs, rewards, tokenizer, colour) -> str:
     return "".join(parts) + "</div></div>"
 
 
-def build_report(run_dir: str, data: str, output: str, samples: int = 4, batch_size: int = 32, max_length: int = 1024) -> dict:
+def build_report(
+    run_dir: str, data: str, output: str, samples: int = 4, batch_size: int = 32, max_length: int = 1024, device="cpu"
+) -> dict:
     """Writes the report to `output` atomically; returns the evaluation metrics."""
     if samples < 1:
         raise ConfigError(f"report: samples must be >= 1, got {samples}")
     model_dir = os.path.join(run_dir, MODEL_DIR)
-    scored = score_data(model_dir, data, batch_size, max_length)
+    scored = score_data(model_dir, data, batch_size, max_length, device)
     if scored.goal is None:
         raise FileNotFoundError(f"{model_dir} has no goal_state.safetensors: the report's Q-values need one")
     metrics = summarize(scored.scores)
     shown = scored.pairs[:samples]
-    qs = token_q_values(scored.model, shown, scored.tokenizer.pad_token_id, scored.goal, batch_size)
+    qs = token_q_values(scored.model, shown, scored.tokenizer.pad_token_id, scored.goal, batch_size, device)
     rewards = list(zip(scored.scores.r_chosen, scored.scores.r_rejected))
     vmax = max(1e-6, *(abs(v) for p, (qc, qr) in zip(shown, qs) for v in qc[p.chosen_start :] + qr[p.rejected_start :]))
     norm, cmap = Normalize(-vmax, vmax), figures.q_colormap()
@@ -103,8 +106,5 @@ def build_report(run_dir: str, data: str, output: str, samples: int = 4, batch_s
     meta = f"run {escape(run_dir)} · data {escape(data)} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     html = page("goalrm report", meta, sections)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(html)
-    os.replace(tmp, output)
+    write_text(output, html)
     return metrics
