@@ -72,11 +72,11 @@ def reward_model_loss(
     completion_end: Tensor,
     cfg: LossConfig,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Total loss BT + λ·contrastive for rewards [2B] and hidden [2B, T, H] (B chosen rows, then B rejected)."""
     b = rewards.shape[0] // 2
     bt = bradley_terry(rewards[:b], rewards[b:], cfg.margin)
-    contrastive = torch.zeros((), device=bt.device)
+    contrastive = torch.zeros((), dtype=torch.float32, device=bt.device)
     if cfg.contrastive_weight > 0:  # λ = 0 must not pay for sampling or similarities
         s = sample_states(hidden, completion_start, completion_end, cfg.sampling, generator)
         if cfg.form == "paper":
@@ -84,5 +84,6 @@ def reward_model_loss(
         else:
             contrastive = infonce_contrastive_loss(s.src, s.goal_pos, s.goal_neg, cfg.temperature)
     total = bt + cfg.contrastive_weight * contrastive
-    values = torch.stack([total.detach().float(), bt.detach().float(), contrastive.detach().float()]).tolist()
-    return total, dict(zip(("loss", "bt_loss", "contrastive_loss"), values))  # one device sync, not three
+    # detached fp32 tensors on the step's device: reading them (a host sync) is the caller's choice
+    parts = {"loss": total.detach().float(), "bt_loss": bt.detach().float(), "contrastive_loss": contrastive.detach().float()}
+    return total, parts

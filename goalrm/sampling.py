@@ -66,6 +66,12 @@ def _gather(h: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(h, 1, idx[..., None].expand(-1, -1, h.shape[-1]))
 
 
+def sampling_generator(seed: int, rank: int, device: torch.device | str) -> torch.Generator:
+    """The contrastive draws' generator for one rank, on the step's device: each device keeps its own
+    reproducible stream (its state is checkpointed with the run)."""
+    return torch.Generator(device=device).manual_seed(seed * 7919 + rank)
+
+
 def sample_states(
     hidden: Tensor,
     completion_start: Tensor,
@@ -79,6 +85,12 @@ def sample_states(
         raise ValueError(
             f"expected hidden [2B, T, H] with completion_start/end [2B], got {tuple(hidden.shape)}, "
             f"{tuple(completion_start.shape)}, {tuple(completion_end.shape)}"
+        )
+    if generator is not None and generator.device.type != hidden.device.type:
+        # CUDA refuses a CPU generator mid-step; meta tensors accept one silently, so check here
+        raise ValueError(
+            f"the sampling generator is on {generator.device} but the hidden states are on {hidden.device}: "
+            "make it with torch.Generator(device=hidden.device)"
         )
     b, s, u = rows // 2, cfg.sim_samples, cfg.unsim_samples
     lo, hi = window_start(completion_start, completion_end, cfg), completion_end

@@ -142,3 +142,27 @@ def test_seeded_generator_reproduces():
     assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in names)
     assert torch.equal(a.src, b.src) and torch.equal(a.goal_neg, b.goal_neg)
     assert not all(torch.equal(getattr(a, k), getattr(c, k)) for k in names)
+
+
+def test_generator_on_another_device_is_refused():
+    """CUDA rejects a CPU generator at the first contrastive step; meta accepts one silently, so the check
+    is what a CPU test can see: hidden states on `meta` with the CPU generator the loop used to make."""
+    hidden = torch.zeros(4, 8, 2, device="meta")
+    start, end = torch.zeros(4, dtype=torch.long, device="meta"), torch.full((4,), 8, device="meta")
+    with pytest.raises(ValueError, match=r"generator is on cpu but the hidden states are on meta"):
+        sample_states(hidden, start, end, SamplingConfig(), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="generator is on cpu"):  # through the loss the training loop calls
+        from goalrm.losses import LossConfig, reward_model_loss
+
+        reward_model_loss(torch.zeros(4, device="meta"), hidden, start, end, LossConfig(), torch.Generator())
+
+
+def test_sampling_generator_lives_on_the_step_device_and_differs_per_rank():
+    from goalrm.sampling import sampling_generator
+
+    g = sampling_generator(3, 1, torch.device("cpu"))
+    assert g.device == torch.device("cpu")
+    hidden = torch.randn(6, 16, 4)
+    start, end = torch.zeros(6, dtype=torch.long), torch.full((6,), 16)
+    draws = [sample_states(hidden, start, end, SamplingConfig(), sampling_generator(3, r, "cpu")).src_idx for r in (0, 0, 1)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
