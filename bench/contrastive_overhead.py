@@ -30,7 +30,9 @@ def step_time(model, opt, batches, lam):
     for batch in batches:
         t0 = time.perf_counter()
         out = model(batch["input_ids"], batch["attention_mask"], with_reps=True)
-        loss, _ = reward_model_loss(out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg, gen)
+        loss, _ = reward_model_loss(
+            out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg, gen, batch["rejected_divergence"]
+        )
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -133,7 +133,7 @@ def goalrm_step(engine, pairs, lengths, step, batch, loss_cfg, gen, pad_id, pack
     mb = collate_for_model([pairs[i] for i in idx], pad_id, packing).to(engine.device)
     b = mb.padded
     out = engine(b["input_ids"], b["attention_mask"], with_reps=True, packed=mb.packed)
-    loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], loss_cfg, generator=gen)
+    loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], loss_cfg, gen, b["rejected_divergence"])
     engine.backward(loss)
     engine.step()
     return mb.pairs, mb.tokens, mb.slots

@@ -94,7 +94,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             out = engine(batch["input_ids"], batch["attention_mask"], with_reps=True, packed=mb.packed)
             # loss
             loss, parts = reward_model_loss(
-                out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg.loss, generator=gen
+                out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg.loss, gen,
+                batch["rejected_divergence"],
             )
             # step
             engine.backward(loss)
