@@ -70,7 +70,7 @@ def naive(model_dir: str, data: str, batch_size: int = 16, max_length: int = 102
     model, tok, goal, _ = load_reward_model(model_dir)
     with open(data) as f:
         rows = [json.loads(line) for line in f]
-    seqs = [tokenize_completion(r["prompt"], r["completion"], tok, max_length) for r in rows]
+    seqs = [tokenize_completion(r["prompt"], r["completion"], tok, max_length)[:2] for r in rows]
     tokens, rewards = 0, []
     with torch.no_grad():
         for b in range(0, len(seqs), batch_size):

@@ -10,6 +10,7 @@ from goalrm.config import DataConfig
 from goalrm.data.errors import BadRows
 from goalrm.data.load import load_tokenized
 from goalrm.evaluate import PairScores, score_pairs, summarize
+from goalrm.localization import DETECT_WITHIN
 from goalrm.atomic import write_text
 from goalrm.export import load_reward_model
 
@@ -54,4 +55,16 @@ def eval_rows(m: dict) -> list[tuple[str, str]]:
         rows.append(("rejected: mean Q before first wrong token", f"{m['q_before_error']:+.3f}"))
         rows.append(("rejected: mean Q after first wrong token", f"{m['q_after_error']:+.3f}"))
         rows.append(("chosen: mean Q over the same positions", f"{m['q_after_error_chosen']:+.3f}"))
+    loc = m.get("localization", {})
+    if loc:
+        rows.append(("threshold at 5% false alarms on chosen", f"{loc['false_alarm_threshold']:+.3f}"))
+        rows.append(("rejected tokens saved at that threshold", f"{loc['tokens_saved_at_5pct']:.1%}"))
+    if loc.get("n_with_first_error"):
+        if "localization_auroc" in loc:
+            rows.append(("AUROC (Q at and after the first error)", f"{loc['localization_auroc']:.3f}"))
+        for k in DETECT_WITHIN:
+            rows.append((f"detected within {k} token{'s' if k > 1 else ''} of the error", f"{loc[f'detect_at_{k}']:.1%}"))
+        rows.append(("cut before the error (early alarm)", f"{loc['early_alarm']:.1%}"))
+        delay = loc["detection_delay"]
+        rows.append(("mean detection delay", "n/a" if delay is None else f"{delay:.1f} tokens"))
     return rows

@@ -2,12 +2,14 @@
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from goalrm.data.batch import collate_pairs
 from goalrm.data.model_batch import collate_for_model
+from goalrm.localization import localization
 from goalrm.metrics import chosen_rejected_auroc, pairwise_accuracy
-from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values, span_mask
+from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
 
 PREFIX_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
@@ -20,9 +22,9 @@ class PairScores:
     r_rejected: list = field(default_factory=list)
     prefix_q_chosen: dict = field(default_factory=lambda: {f: [] for f in PREFIX_FRACTIONS})
     prefix_q_rejected: dict = field(default_factory=lambda: {f: [] for f in PREFIX_FRACTIONS})
-    q_before_error: list = field(default_factory=list)  # rejected rows with a known first wrong token
-    q_after_error: list = field(default_factory=list)
-    q_after_error_chosen: list = field(default_factory=list)  # the chosen solution over the same positions
+    q_chosen: list = field(default_factory=list)  # per pair, Q at each chosen completion token
+    q_rejected: list = field(default_factory=list)
+    first_error: list = field(default_factory=list)  # per pair, the rejected completion's first wrong token, or None
 
     def extend(self, other: "PairScores") -> "PairScores":
         self.r_chosen += other.r_chosen
@@ -30,9 +32,9 @@ class PairScores:
         for f in PREFIX_FRACTIONS:
             self.prefix_q_chosen[f] += other.prefix_q_chosen[f]
             self.prefix_q_rejected[f] += other.prefix_q_rejected[f]
-        self.q_before_error += other.q_before_error
-        self.q_after_error += other.q_after_error
-        self.q_after_error_chosen += other.q_after_error_chosen
+        self.q_chosen += other.q_chosen
+        self.q_rejected += other.q_rejected
+        self.first_error += other.first_error
         return self
 
 
@@ -44,13 +46,6 @@ def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | No
         batch = mb.padded
         res = model(batch["input_ids"], batch["attention_mask"], with_reps=goal is not None, packed=mb.packed)
         yield len(chunk), batch, res, None if goal is None else q_values(res.reps, goal.to(device))
-
-
-def _span_mean(q: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of each row of q [N, T] over start..end-1, and whether that span is non-empty."""
-    mask = span_mask(start, end, q.shape[1]).float()
-    count = mask.sum(1)
-    return (q * mask).sum(1) / count.clamp(min=1), count > 0
 
 
 @torch.no_grad()
@@ -71,17 +66,10 @@ def score_pairs(
         rows = torch.cat([torch.arange(keep), n + torch.arange(keep)]).to(res.rewards.device)
         found = {"rewards": res.rewards[rows].float()}
         if q is not None:
-            start, end, err = batch["completion_start"][rows], batch["completion_end"][rows], batch["first_error"][:keep]
-            q = q[rows]
+            found["q"], start, end = q[rows], batch["completion_start"][rows], batch["completion_end"][rows]
             for f in PREFIX_FRACTIONS:
-                found[f] = prefix_mean_q(q, start, end, f)
-            # right padding and a shared prompt put chosen and rejected tokens at the same positions
-            q_c, q_r, end_c, start_r, end_r = q[:keep], q[keep:], end[:keep], start[keep:], end[keep:]
-            at = err.clamp(min=0)
-            before, ok_b = _span_mean(q_r, start_r, at)
-            after, ok_a = _span_mean(q_r, at, end_r)
-            after_c, ok_c = _span_mean(q_c, at, end_c)
-            found["error"] = torch.stack([before, after, after_c, ((err >= 0) & ok_b & ok_a & ok_c).float()])
+                found[f] = prefix_mean_q(found["q"], start, end, f)
+            found["spans"], found["error"] = torch.stack([start, end], 1), batch["first_error"][:keep]
         found = {k: v.cpu() for k, v in found.items()}  # the batch's one host sync
         r = found["rewards"].tolist()
         out.r_chosen += r[:keep]
@@ -92,11 +80,11 @@ def score_pairs(
             pq = found[f].tolist()
             out.prefix_q_chosen[f] += pq[:keep]
             out.prefix_q_rejected[f] += pq[keep:]
-        before, after, after_c, valid = found["error"]
-        for j in torch.nonzero(valid.bool()).flatten().tolist():
-            out.q_before_error.append(float(before[j]))
-            out.q_after_error.append(float(after[j]))
-            out.q_after_error_chosen.append(float(after_c[j]))
+        spans, tokens = found["spans"].tolist(), [found["q"][j, a:e].tolist() for j, (a, e) in enumerate(found["spans"].tolist())]
+        out.q_chosen += tokens[:keep]
+        out.q_rejected += tokens[keep:]
+        # offsets into the rejected completion; -1 (unknown) becomes None
+        out.first_error += [e - spans[keep + j][0] if e >= 0 else None for j, e in enumerate(found["error"].tolist())]
     return out
 
 
@@ -128,10 +116,13 @@ def summarize(scores: PairScores) -> dict:
         metrics["q_gap"] = float(
             torch.tensor(scores.prefix_q_chosen[1.0]).mean() - torch.tensor(scores.prefix_q_rejected[1.0]).mean()
         )
-    if scores.q_before_error:
-        metrics["q_before_error"] = float(torch.tensor(scores.q_before_error).mean())
-        metrics["q_after_error"] = float(torch.tensor(scores.q_after_error).mean())
-        metrics["q_after_error_chosen"] = float(torch.tensor(scores.q_after_error_chosen).mean())
+    known = [(e, c, r) for e, c, r in zip(scores.first_error, scores.q_chosen, scores.q_rejected) if e is not None and 0 < e < len(r) and e < len(c)]
+    if known:  # mean Q of the rejected before and after its first wrong token, and of the chosen after that offset
+        metrics["q_before_error"] = float(np.mean([np.mean(r[:e]) for e, _, r in known]))
+        metrics["q_after_error"] = float(np.mean([np.mean(r[e:]) for e, _, r in known]))
+        metrics["q_after_error_chosen"] = float(np.mean([np.mean(c[e:]) for e, c, _ in known]))
+    if scores.q_chosen:
+        metrics["localization"] = localization(scores.q_chosen, scores.q_rejected, scores.first_error)
     return metrics
 
 

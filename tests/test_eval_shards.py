@@ -8,7 +8,7 @@ from goalrm.config import DataConfig
 from goalrm.data.batch import collate_pairs
 from goalrm.data.load import load_tokenized
 from goalrm.data.sampler import even_shard
-from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary, score_pairs
+from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
 from goalrm.model import build_model, load_tokenizer
 from goalrm.qvalues import q_values
 
@@ -36,9 +36,13 @@ def test_padded_shard_scores_equal_the_real_pairs(scored_setup):
     model, tok, pairs, goal = scored_setup
     real = score_pairs(model, pairs[:7], tok.pad_token_id, 4, goal)
     padded = score_pairs(model, pairs[:7] + pairs[:1] * 5, tok.pad_token_id, 4, goal, n_real=7)
-    assert len(real.r_chosen) == 7 and len(real.q_before_error) == 7
-    for name in ("r_chosen", "r_rejected", "q_before_error", "q_after_error", "q_after_error_chosen"):
+    assert len(real.r_chosen) == len(real.q_rejected) == 7 and all(e is not None for e in real.first_error)
+    assert padded.first_error == real.first_error
+    for name in ("r_chosen", "r_rejected"):
         assert getattr(padded, name) == pytest.approx(getattr(real, name), abs=1e-6), name
+    for name in ("q_chosen", "q_rejected"):
+        for a, b in zip(getattr(padded, name), getattr(real, name), strict=True):
+            assert a == pytest.approx(b, abs=1e-6)
     for f in real.prefix_q_chosen:
         assert padded.prefix_q_chosen[f] == pytest.approx(real.prefix_q_chosen[f], abs=1e-6)
         assert padded.prefix_q_rejected[f] == pytest.approx(real.prefix_q_rejected[f], abs=1e-6)
@@ -49,19 +53,24 @@ def test_padded_shard_scores_equal_the_real_pairs(scored_setup):
         assert torch.allclose(torch.as_tensor(a), torch.as_tensor(b), atol=1e-6)
 
 
-def test_error_position_means_match_a_row_by_row_count(scored_setup):
-    """The batched before/after-first-error means, against the plain per-row definition."""
+def test_token_q_values_and_error_means_match_a_row_by_row_count(scored_setup):
+    """The batched per-token Q and before/after-first-error means, against each pair scored alone."""
     model, tok, pairs, goal = scored_setup
     got = score_pairs(model, pairs, tok.pad_token_id, 8, goal)
     want = ([], [], [])
-    for p in pairs:
+    for i, p in enumerate(pairs):
         b = collate_pairs([p], tok.pad_token_id)
         with torch.no_grad():
             q = q_values(model(b["input_ids"], b["attention_mask"], with_reps=True).reps, goal)
+        assert got.q_chosen[i] == pytest.approx(q[0, p.chosen_start : len(p.chosen_ids)].tolist(), abs=1e-5)
+        assert got.q_rejected[i] == pytest.approx(q[1, p.rejected_start : len(p.rejected_ids)].tolist(), abs=1e-5)
         e = p.rejected_first_error
+        assert got.first_error[i] == e - p.rejected_start
         want[0].append(float(q[1, p.rejected_start : e].mean()))
         want[1].append(float(q[1, e : len(p.rejected_ids)].mean()))
         want[2].append(float(q[0, e : len(p.chosen_ids)].mean()))
-    assert got.q_before_error == pytest.approx(want[0], abs=1e-5)
-    assert got.q_after_error == pytest.approx(want[1], abs=1e-5)
-    assert got.q_after_error_chosen == pytest.approx(want[2], abs=1e-5)
+    m = summarize(got)
+    assert m["q_before_error"] == pytest.approx(sum(want[0]) / len(pairs), abs=1e-5)
+    assert m["q_after_error"] == pytest.approx(sum(want[1]) / len(pairs), abs=1e-5)
+    assert m["q_after_error_chosen"] == pytest.approx(sum(want[2]) / len(pairs), abs=1e-5)
+    assert m["localization"]["n_with_first_error"] == len(pairs)

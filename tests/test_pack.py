@@ -137,9 +137,17 @@ def test_eval_scores_packed_equal_padded(one_torch_thread):
     pairs, goal = _pairs(10, seed=1), torch.randn(128)
     ref = score_pairs(model, pairs, PAD, 4, goal)
     got = score_pairs(model, pairs, PAD, 4, goal, packing=True)
-    assert len(ref.q_before_error) == 10
+    assert len(ref.q_rejected) == 10 and all(e is not None for e in ref.first_error)
+    assert got.first_error == ref.first_error
     for k, v in vars(ref).items():
-        lists = zip(v.values(), getattr(got, k).values()) if isinstance(v, dict) else [(v, getattr(got, k))]
+        if k == "first_error":
+            continue
+        if isinstance(v, dict):
+            lists = zip(v.values(), getattr(got, k).values())
+        elif v and isinstance(v[0], list):  # per-token Q of each completion
+            lists = zip(v, getattr(got, k), strict=True)
+        else:
+            lists = [(v, getattr(got, k))]
         for a, b in lists:
             assert a == pytest.approx(b, abs=1e-5), k
 

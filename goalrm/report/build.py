@@ -59,6 +59,18 @@ def _sample(i, pair, qs, rewards, tokenizer, colour) -> str:
     return "".join(parts) + "</div></div>"
 
 
+def _localization_section(scores, metrics: dict) -> list[str]:
+    """Only when the data says where rejected completions first go wrong (rejected_first_error)."""
+    loc = metrics.get("localization", {})
+    if not loc.get("n_with_first_error"):
+        return []
+    rows = [r for r in eval_rows(metrics) if r[0].startswith(("threshold", "rejected tokens", "AUROC (Q at", "detected", "cut before", "mean detection"))]
+    figure = figures.error_localization(scores.q_chosen, scores.q_rejected, scores.first_error, loc["false_alarm_threshold"])
+    note = (f'<p class="note">{loc["n_with_first_error"]} rejected completions with a known first wrong token. The threshold '
+            "cuts at most 5% of the chosen completions; a cut is where goalrm score would stop the completion.</p>")
+    return [section("Error localization", metrics_table(rows) + note + img(figure, "error localization"), "localization")]
+
+
 def build_report(
     run_dir: str, data: str, output: str, samples: int = 4, batch_size: int = 32, max_length: int = 1024, device="cpu"
 ) -> dict:
@@ -93,6 +105,7 @@ def build_report(
             + "</div>",
             "auroc",
         ),
+        *_localization_section(scored.scores, metrics),
         section(
             "Token-level Q-values",
             img(figures.colorbar(vmax), "Q-value colour scale")

@@ -14,7 +14,7 @@ from goalrm.export import GOAL_FILE, load_goal, read_meta
 from goalrm.score.block import score_block
 from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp, write_json
 from goalrm.score.scorer import load_scorer
-from goalrm.score.summary import format_summary, majority_from_output, read_markers, summarize
+from goalrm.score.summary import format_summary, localization_from_output, majority_from_output, read_markers, summarize
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
@@ -36,6 +36,8 @@ def score(cfg: ScoreConfig, address: str | None = None, print_summary: bool = Tr
         t0 = time.perf_counter()  # scoring time: actor start-up and model loads included, Ray's own start not
         run_markers = _score_blocks(todo, cfg, out_dir)
     summary = summarize(read_markers(out_dir, blocks), len(blocks), run_markers, time.perf_counter() - t0)
+    if (loc := localization_from_output(out_dir)) is not None:
+        summary["localization"] = loc
     if cfg.group_col:
         summary["majority"] = majority_from_output(out_dir, cfg.group_col, cfg.answer_col, cfg.label_col)
         summary["majority"]["tokens_saved_fraction"] = summary["tokens_saved_fraction"]
