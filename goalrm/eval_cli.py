@@ -60,8 +60,8 @@ def eval_rows(m: dict) -> list[tuple[str, str]]:
         rows.append(("threshold at 5% false alarms on chosen", f"{loc['false_alarm_threshold']:+.3f}"))
         rows.append(("rejected tokens saved at that threshold", f"{loc['tokens_saved_at_5pct']:.1%}"))
     if loc.get("n_with_first_error"):
-        if "localization_auroc" in loc:
-            rows.append(("AUROC (Q at and after the first error)", f"{loc['localization_auroc']:.3f}"))
+        if "auroc" in loc:
+            rows.append(("AUROC (Q at and after the first error)", f"{loc['auroc']:.3f}"))
         for k in DETECT_WITHIN:
             rows.append((f"detected within {k} token{'s' if k > 1 else ''} of the error", f"{loc[f'detect_at_{k}']:.1%}"))
         rows.append(("cut before the error (early alarm)", f"{loc['early_alarm']:.1%}"))

@@ -77,7 +77,7 @@ class DetectionTally:
 def localization(chosen_q: list, rejected_q: list, first_error: list, rate: float = FALSE_ALARM_RATE) -> dict:
     """chosen_q, rejected_q: per pair, the Q-values over each completion's tokens; first_error: per pair,
     the offset of the rejected completion's first wrong token, or None. `DetectionTally.metrics`, plus
-    localization_auroc: the rejected tokens at and after the first error against the chosen tokens at the
+    auroc: the rejected tokens at and after the first error against the chosen tokens at the
     same offsets (AUROC of Q, chosen high)."""
     tally = DetectionTally(false_alarm_threshold([min(q) for q in chosen_q if len(q)], rate))
     for q, e in zip(rejected_q, first_error):
@@ -86,5 +86,5 @@ def localization(chosen_q: list, rejected_q: list, first_error: list, rate: floa
     known = [(e, c, r) for e, c, r in zip(first_error, chosen_q, rejected_q) if e is not None and 0 <= e < len(r)]
     good, bad = [v for e, c, _ in known for v in c[e:]], [v for e, _, r in known for v in r[e:]]
     if good and bad:
-        out["localization_auroc"] = chosen_rejected_auroc(torch.tensor(good), torch.tensor(bad))
+        out["auroc"] = chosen_rejected_auroc(torch.tensor(good), torch.tensor(bad))
     return out

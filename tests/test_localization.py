@@ -34,7 +34,7 @@ def test_detection_delay_saved_tokens_and_auroc_by_hand():
     # AUROC over the tokens at and after each error. chosen: [0.30] + [] + [0.9, 0.8, 0.32];
     # rejected: [0.7, 0.1, 0.1, 0.1] + [0.9] + [0.9] * 6. Wins (ties half): 0.30 beats the three 0.1s (3),
     # 0.9 beats four and ties seven (7.5), 0.8 beats four (4), 0.32 beats three (3): 17.5 of 4 x 11
-    assert m["localization_auroc"] == pytest.approx(17.5 / 44)
+    assert m["auroc"] == pytest.approx(17.5 / 44)
 
 
 def test_without_known_errors_only_the_filtering_numbers():
