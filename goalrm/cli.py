@@ -2,8 +2,10 @@
 
 import argparse
 import json
+import os
 import sys
 
+from goalrm.console import VERBOSE_ENV, quiet_libraries
 from goalrm.env import setup_environment
 
 DEFAULT_OUTPUT_DIR = "runs/demo"
@@ -133,7 +135,7 @@ def _data_synthetic(args) -> int:
     from goalrm.data.synthetic import synthetic_pairs
 
     with open(args.output, "w") as f:
-        for p in synthetic_pairs(args.n, seed=args.seed, split=args.split):
+        for p in synthetic_pairs(args.n, seed=args.seed, split=args.split, task=args.task):
             row = {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "rejected_first_error": p.first_error_char}
             f.write(json.dumps(row) + "\n")
     print(f"wrote {args.n} {args.split} pairs to {args.output}")
@@ -184,8 +186,10 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="goalrm", description="Goal-conditioned contrastive reward models on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="also print Ray's, DeepSpeed's and transformers' own log lines")
 
-    t = sub.add_parser("train", help="train a reward model on Ray Train (no --config: the embedded demo)")
+    t = sub.add_parser("train", parents=[common], help="train a reward model on Ray Train (no --config: the embedded demo)")
     t.add_argument("--config", help="YAML config; omitted: the built-in demo (tiny model, synthetic data, 2 CPU workers, ZeRO-2)")
     t.add_argument(
         "--output-dir", help=f"where config.yaml, metrics.jsonl, tensorboard/, checkpoints and model/ go (default: {DEFAULT_OUTPUT_DIR}); must not hold a run yet"
@@ -195,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
     t.set_defaults(func=_train)
 
-    u = sub.add_parser("tune", help="Ray Tune sweep over config keys (ASHA or FIFO); writes results.csv, best.yaml, a plot")
+    u = sub.add_parser("tune", parents=[common], help="Ray Tune sweep over config keys (ASHA or FIFO); writes results.csv, best.yaml, a plot")
     u.add_argument("--config", help="base YAML config the sweep varies; omitted: the built-in demo")
     u.add_argument("--space", help="sweep file: `space:` (dotted key -> grid/choice/uniform/loguniform/randint/qrandint) and `tune:` settings")
     u.add_argument("--output-dir", help="where results.csv, best.yaml, summary.json, metric.png and tune/ (the trials) go")
@@ -210,20 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-samples", type=int)
     g.add_argument("--max-concurrent-trials", type=int, help="0: as many as the cluster fits")
     u.set_defaults(func=_tune)
-    x = sub.add_parser("export", help="consolidate a training checkpoint (e.g. ZeRO-3 shards) into the HF export, on CPU without Ray")
+    x = sub.add_parser("export", parents=[common], help="consolidate a training checkpoint (e.g. ZeRO-3 shards) into the HF export, on CPU without Ray")
     x.add_argument("--checkpoint", required=True, help="a checkpoint folder (RUN/ray_train/checkpoint_*), or a run folder: its newest complete checkpoint")
     x.add_argument("--output", required=True, help="the export folder to write (as OUTPUT_DIR/model)")
     x.add_argument("--train-data", help="the training data for the goal state and reward statistics, if not where the run's config says")
     x.set_defaults(func=_export)
 
-    e = sub.add_parser("eval", help="pairwise accuracy, AUROC and prefix AUROC of Q-values on preference pairs")
+    e = sub.add_parser("eval", parents=[common], help="pairwise accuracy, AUROC and prefix AUROC of Q-values on preference pairs")
     e.add_argument("--model", required=True, help="an exported model folder (OUTPUT_DIR/model)")
     _scoring_args(e)
     e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the weights are read in this dtype")
     e.add_argument("--output-json", help="write the metrics here")
     e.set_defaults(func=_eval)
 
-    g = sub.add_parser("steer", help="guided decoding: keep the sampled chunk with the highest Q-value toward the goal")
+    g = sub.add_parser("steer", parents=[common], help="guided decoding: keep the sampled chunk with the highest Q-value toward the goal")
     g.add_argument("--policy", required=True, help="causal LM that proposes text: a local HF folder, hub id, or 'tiny' (random, a smoke test)")
     g.add_argument("--rm", required=True, help="an exported reward model folder (OUTPUT_DIR/model)")
     g.add_argument("--prompts", required=True, help="JSONL/Parquet rows with 'prompt', or a text file with one prompt per line")
@@ -237,14 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", help="JSONL: prompt, mode, text, final_q, q_trace per step (default: stdout)")
     g.set_defaults(func=_steer)
 
-    r = sub.add_parser("report", help="one self-contained HTML page: Q-value heatmaps, AUROC against prefix, rewards, training curves")
+    r = sub.add_parser("report", parents=[common], help="one self-contained HTML page: Q-value heatmaps, AUROC against prefix, rewards, training curves")
     r.add_argument("--run", required=True, help="a training output dir (holding model/ and metrics.jsonl)")
     _scoring_args(r)
     r.add_argument("--output", required=True, help="the HTML file to write")
     r.add_argument("--samples", type=int, default=4, help="pairs shown as token-level Q-value heatmaps")
     r.set_defaults(func=_report)
 
-    c = sub.add_parser("score", help="score and filter completions on Ray Data: reward and token Q-values per row")
+    c = sub.add_parser("score", parents=[common], help="score and filter completions on Ray Data: reward and token Q-values per row")
     c.add_argument("--model", required=True, help="an exported model folder (OUTPUT_DIR/model)")
     c.add_argument("--input", required=True, help="JSONL/Parquet file, folder or glob (local or a pyarrow filesystem URI)")
     c.add_argument("--output", required=True, help="folder for scored/*.parquet, rejects/, summary.json; rerun into it to resume")
@@ -271,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=256)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--split", choices=["train", "eval"], default="eval")
+    s.add_argument("--task", choices=["chains", "long_chains"], default="chains", help="long_chains: 4-7 steps of two-digit numbers")
     s.set_defaults(func=_data_synthetic)
     g = dsub.add_parser(
         "gsm8k-solutions",
@@ -297,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     setup_environment()
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_libraries()
     from goalrm.config import ConfigError
     from goalrm.data.errors import BadRowError
 

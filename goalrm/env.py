@@ -14,6 +14,9 @@ def setup_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     os.environ.setdefault("RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", "0.5")
+    # Ray Train would route every print of a worker through its logger, past contextlib.redirect_stdout
+    # (goalrm.console.quiet_stdout) and once more to the console
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
 
 def ray_temp_dir() -> str:

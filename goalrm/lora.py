@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 
 ADAPTER_DIR = "adapter"  # inside the export folder: peft's adapter files plus the heads
@@ -29,7 +28,9 @@ class LoraSettings:
         if not self.target_modules:
             raise ValueError("model.lora.target_modules must name at least one module")
 
-    def peft_config(self) -> LoraConfig:
+    def peft_config(self):
+        from peft import LoraConfig  # peft takes seconds to import; most commands never need it
+
         return LoraConfig(
             r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.target_modules), bias="none"
         )
@@ -37,6 +38,8 @@ class LoraSettings:
 
 def add_lora(model, settings: LoraSettings):
     """Wrap `model.backbone` in peft LoRA: the trunk freezes, the adapters and the heads train."""
+    from peft import get_peft_model
+
     try:
         model.backbone = get_peft_model(model.backbone, settings.peft_config())
     except ValueError as e:  # peft's message when no module matches target_modules

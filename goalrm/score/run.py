@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from goalrm.config import ConfigError, ScoreConfig
+from goalrm.console import counting, quiet_libraries, verbose
 from goalrm.export import GOAL_FILE, load_goal, read_meta
 from goalrm.score.block import score_block
 from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp, write_json
@@ -51,6 +52,7 @@ class BlockScorer:
     """One Ray Data actor: loads the model once, then scores whole blocks."""
 
     def __init__(self, cfg: ScoreConfig, out_dir: str, threads: int):
+        quiet_libraries()
         torch.set_num_threads(threads)
         self.cfg, self.out_dir = cfg, out_dir
         self.device = "cuda" if cfg.gpus_per_scorer else "cpu"
@@ -82,7 +84,13 @@ def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dic
         num_cpus=cpus,
         num_gpus=cfg.gpus_per_scorer or None,
     )
-    return [json.loads(row["marker"]) for row in ds.iter_rows()]
+    ds.context.enable_progress_bars = verbose()  # ours counts blocks and rows
+    markers = []
+    with counting(len(todo), "block") as bar:
+        for row in ds.iter_rows():
+            markers.append(json.loads(row["marker"]))
+            bar.update_to(len(markers))
+    return markers
 
 
 def _check_model(cfg: ScoreConfig) -> None:

@@ -5,7 +5,6 @@ collectives in the same order: each step's forward and backward, and at a report
 the eval's forwards (shards padded to one length), the checkpoint and, at the end, the export.
 """
 
-import logging
 import os
 import tempfile
 import time
@@ -17,6 +16,7 @@ import torch.distributed as dist
 from transformers.integrations import HfDeepSpeedConfig
 
 from goalrm.config import Config, config_from_dict
+from goalrm.console import quiet_libraries, quiet_stdout
 from goalrm.data.load import load_tokenized
 from goalrm.data.model_batch import collate_for_model
 from goalrm.data.prefetch import prefetch
@@ -42,7 +42,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.train.use_gpu else "cpu")
     import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator on import
 
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # the controller prints one line per report
+    quiet_libraries()  # the driver prints one line per report
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -55,7 +55,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     eval_pairs, _, _ = load_tokenized(cfg.data.eval, "eval", cfg.data, tokenizer)
 
     # model
-    deepspeed.init_distributed(dist_backend="nccl" if cfg.train.use_gpu else "gloo")  # wraps Ray's process group
+    with quiet_stdout():  # on CPU, DeepSpeed prints that it built its shared-memory op
+        deepspeed.init_distributed(dist_backend="nccl" if cfg.train.use_gpu else "gloo")  # wraps Ray's process group
     ds_config = loop_config["deepspeed"]  # built and checked on the driver (user JSON merged)
     hf_ds = HfDeepSpeedConfig(ds_config) if cfg.train.zero_stage == 3 else None  # noqa: F841 (must stay alive)
     model = build_model(
@@ -68,15 +69,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
     )
     # DeepSpeed builds the optimizer from the config (AdamW, or DeepSpeedCPUAdam when offloading); the
     # scheduler wraps whichever it built
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
-        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps)
-        ),
-        config=ds_config,
-        dist_init_required=None,
-    )
+    with quiet_stdout():
+        engine, _, _, scheduler = deepspeed.initialize(
+            model=model,
+            model_parameters=[p for p in model.parameters() if p.requires_grad],
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps)
+            ),
+            config=ds_config,
+            dist_init_required=None,
+        )
     gen = sampling_generator(cfg.train.seed, rank, device)
     # after a worker failure or on --resume: weights, optimizer, scheduler, RNG and step from the last checkpoint
     start = checkpoint.restore(engine, gen, rank)

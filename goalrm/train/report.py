@@ -1,4 +1,4 @@
-"""Driver-side reporting: a progress line per report, metrics.jsonl and TensorBoard."""
+"""Driver-side reporting: metrics.jsonl and TensorBoard (the driver prints from metrics.jsonl: goalrm/console.py)."""
 
 import json
 import os
@@ -26,12 +26,6 @@ class MetricsLogger(ray.train.UserCallback):
         if NONFINITE in m:
             return  # the driver raises it (`raise_if_stopped`)
         self._tensorboard(m)
-        line = f"step {m['step']:>5}  loss {m['loss']:.4f}  bt {m['bt_loss']:.4f}  contrastive {m['contrastive_loss']:.4f}  {m['pairs_per_s']:.1f} pairs/s  {m['tokens_per_s']:.0f} tok/s"
-        if "eval_accuracy" in m:
-            line += f"  | eval acc {m['eval_accuracy']:.3f}  auroc {m['eval_auroc']:.3f}"
-            if "eval_q_gap" in m:
-                line += f"  q_gap {m['eval_q_gap']:+.3f}"
-        print(line, flush=True)
 
     def _tensorboard(self, m: dict):
         if self._tb is None:

@@ -8,6 +8,7 @@ import yaml
 
 from goalrm.atomic import replace_dir, write_text
 from goalrm.config import Config, ConfigError, load_config
+from goalrm.console import VERBOSE_ENV, follow_reports, verbose
 from goalrm.data.pack import check_packing_support
 from goalrm.env import ray_temp_dir, setup_environment
 from goalrm.train import faults
@@ -26,14 +27,19 @@ class TrainResult:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join `address` when given; else start an embedded local Ray whose dashboard binds to localhost."""
+    """Join `address` when given; else start an embedded local Ray, with no dashboard, whose processes all
+    start quiet (`goalrm.console.quiet_ray_worker`). --verbose reaches every worker through the runtime env."""
+    import logging
+
     import ray
 
     setup_environment()
     if ray.is_initialized():
         return
+    quiet = {} if verbose() else {"logging_level": logging.WARNING}  # Ray's own "Started a local Ray" lines
+    runtime_env = {"env_vars": {VERBOSE_ENV: "1"}} if verbose() else None
     if address:
-        ray.init(address=address)
+        ray.init(address=address, runtime_env=runtime_env, **quiet)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the embedded local Ray has no auth to set up
         ray.init(
@@ -42,12 +48,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             dashboard_host="127.0.0.1",
             _temp_dir=ray_temp_dir(),
             log_to_driver=True,
+            runtime_env={**(runtime_env or {}), "worker_process_setup_hook": "goalrm.console.quiet_ray_worker"},
+            **quiet,
         )
 
 
 def build_trainer(cfg: Config, output_dir: str, callbacks: list, checkpoint_config=None):
     """The TorchTrainer of one run; a sweep builds one per trial with its own callbacks and resources."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from goalrm.train.data_source import ray_datasets
@@ -77,6 +85,7 @@ def build_trainer(cfg: Config, output_dir: str, callbacks: list, checkpoint_conf
             callbacks=[*callbacks, MarkComplete()],
             checkpoint_config=checkpoint_config or CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=t.max_failures),
+            logging_config=LoggingConfig(log_level="INFO" if verbose() else "WARNING"),
         ),
         **data_args,
     )
@@ -94,7 +103,7 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: 
     """Train into OUTPUT_DIR, which must not hold a run yet; with `resume`, continue the run there
     from its last complete checkpoint (CFG must be the config it started with: `run_config`)."""
     from goalrm.train.data_source import input_error
-    from goalrm.train.report import MetricsLogger, raise_if_stopped
+    from goalrm.train.report import METRICS_FILE, MetricsLogger, raise_if_stopped
 
     deepspeed_config(cfg.train, cfg.train.num_workers)  # a bad user JSON fails here, before Ray starts
     t = cfg.train
@@ -106,7 +115,8 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: 
     check_storage(t.storage_path or output_dir, run_may_span_hosts(t.num_workers, t.worker_resources()))
     trainer = build_trainer(cfg, output_dir, callbacks=[MetricsLogger(output_dir)])
     try:
-        result = trainer.fit()
+        with follow_reports(os.path.join(output_dir, METRICS_FILE), t.max_steps):
+            result = trainer.fit()
         if result.error:
             raise result.error
     except Exception as e:  # a bad row or missing file surfaces as itself, not as a worker traceback

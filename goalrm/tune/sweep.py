@@ -9,6 +9,7 @@ import os
 import yaml
 
 from goalrm.config import Config, ConfigError, config_from_dict
+from goalrm.console import verbose
 from goalrm.train.resources import SCHEDULING_ONLY, check_local_capacity
 from goalrm.tune.placement import release_all
 from goalrm.tune.results import SweepResult, TrialRecord, summarize_sweep, write_atomic
@@ -98,6 +99,7 @@ def _tuner(base: Config, trial_base: dict, spec: SweepSpec, output_dir: str, cal
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from goalrm.tune.placement import ReleasePlacementGroups
+    from goalrm.tune.progress import TrialLines
 
     s = spec.settings
     concurrent = _max_concurrent(base, s)
@@ -122,7 +124,12 @@ def _tuner(base: Config, trial_base: dict, spec: SweepSpec, output_dir: str, cal
             num_samples=s.num_samples,
             trial_dirname_creator=_trial_dirname,
         ),
-        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=output_dir, callbacks=[ReleasePlacementGroups(), *callbacks]),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=output_dir,
+            callbacks=[ReleasePlacementGroups(), TrialLines([a.key for a in spec.axes], s.metric), *callbacks],
+            verbose=1 if verbose() else 0,  # Tune's status tables; the trial lines say what happened
+        ),
     )
 
 

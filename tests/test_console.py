@@ -1,0 +1,42 @@
+"""The console: report lines printed by the driver from metrics.jsonl, as the controller writes it."""
+
+import json
+import threading
+import time
+
+from goalrm.console import follow_reports, report_line
+
+
+def _report(step, evaluate=False):
+    m = {"step": step, "loss": 1.0 / step, "bt_loss": 0.5, "contrastive_loss": 1.2, "pairs_per_s": 10.0, "tokens_per_s": 900.0}
+    if evaluate:
+        m |= {"eval_accuracy": 0.75, "eval_auroc": 0.8, "eval_q_gap": 0.1}
+    return m
+
+
+def test_report_line():
+    assert report_line(_report(10)) == "step    10  loss 0.1000  bt 0.5000  contrastive 1.2000  10.0 pairs/s  900 tok/s"
+    assert report_line(_report(20, True)).endswith("| eval acc 0.750  auroc 0.800  q_gap +0.100")
+
+
+def test_follow_reports_prints_each_new_report_once(tmp_path, capsys):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(_report(5)) + "\n")  # a resumed run's earlier report: not printed again
+
+    def controller():
+        with open(path, "a") as f:
+            for step in (10, 20, 30):
+                f.write(json.dumps(_report(step, step == 20)))  # a line lands in two writes
+                f.flush()
+                time.sleep(0.3)
+                f.write("\n")
+                f.flush()
+        with open(path, "a") as f:
+            f.write(json.dumps({"step": 30, "nonfinite_loss": "..."}) + "\n")  # not a report line
+
+    with follow_reports(str(path), total_steps=30):
+        writer = threading.Thread(target=controller)
+        writer.start()
+        writer.join()
+    out = capsys.readouterr().out.splitlines()  # not a terminal: report lines only, no bar
+    assert out == [report_line(_report(10)), report_line(_report(20, True)), report_line(_report(30))]
