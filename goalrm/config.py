@@ -50,6 +50,7 @@ class DataConfig:
     synthetic_train_size: int = 4000
     synthetic_eval_size: int = 256
     synthetic_seed: int = 0
+    synthetic_task: str = "chains"  # "chains" | "long_chains" (goalrm/data/synthetic.py)
     max_length: int = 256
     min_prompt_tokens: int = 16
     on_bad_row: str = "error"  # "error" | "skip" (counted and logged)
@@ -66,6 +67,8 @@ class DataConfig:
             raise ValueError("data.group_window must be >= 1")
         if self.max_length < 4:
             raise ValueError("data.max_length must be >= 4")
+        if self.synthetic_task not in ("chains", "long_chains"):
+            raise ValueError(f"data.synthetic_task must be 'chains' or 'long_chains', got {self.synthetic_task!r}")
         if self.synthetic_train_size < 1 or self.synthetic_eval_size < 1:
             raise ValueError("data.synthetic_train_size and data.synthetic_eval_size must be >= 1")
 

@@ -159,3 +159,26 @@ def test_synthetic_is_deterministic_disjoint_and_consistent():
         # the error is carried forward: the final answer follows the wrong chain
         last = [l for l in p.rejected.splitlines() if "=" in l][-1]
         assert p.rejected.endswith(f"Answer: {last.split('=')[1]}")
+
+
+def test_long_chains_task_errs_early_and_late_in_two_digit_chains():
+    import re
+
+    from goalrm.data.synthetic import synthetic_pairs
+
+    pairs = synthetic_pairs(300, seed=0, split="train", task="long_chains")
+    wrong_steps, widths = [], set()
+    for p in pairs:
+        steps = p.chosen.split("\n")[:-1]
+        assert 4 <= len(steps) <= 7
+        for line in steps:  # every chosen step is right
+            a, op, b, c = re.fullmatch(r"(\d+)([+-])(\d+)=(\d+)", line).groups()
+            assert int(c) == (int(a) + int(b) if op == "+" else int(a) - int(b)) and 0 <= int(c) <= 99
+            widths.add(len(c))
+        assert p.chosen[: p.first_error_char] == p.rejected[: p.first_error_char] != p.rejected
+        wrong_steps.append(p.rejected[: p.first_error_char].count("\n") / (len(steps) - 1))
+    assert widths == {1, 2}
+    assert min(wrong_steps) == 0 and max(wrong_steps) == 1  # the first step and the last go wrong too
+    assert synthetic_pairs(5, task="long_chains") != synthetic_pairs(5)
+    with pytest.raises(ValueError, match="long_chains"):
+        synthetic_pairs(1, task="trees")

@@ -249,8 +249,8 @@ def _math_pairs(row, source, bad) -> list[PreferencePair]:
     ]
 
 
-def synthetic_preference_pairs(n: int, seed: int = 0, split: str = "train") -> list[PreferencePair]:
+def synthetic_preference_pairs(n: int, seed: int = 0, split: str = "train", task: str = "chains") -> list[PreferencePair]:
     return [
         PreferencePair(p.prompt, p.chosen, p.rejected, f"synthetic:{split}:{i + 1}", p.first_error_char)
-        for i, p in enumerate(synthetic_pairs(n, seed=seed, split=split))
+        for i, p in enumerate(synthetic_pairs(n, seed=seed, split=split, task=task))
     ]

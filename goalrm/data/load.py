@@ -14,7 +14,7 @@ def load_tokenized(spec: str, split: str, data_cfg, tokenizer) -> tuple[list[Tok
     bad_rows = BadRows()
     if spec == SYNTHETIC:
         size = data_cfg.synthetic_train_size if split == "train" else data_cfg.synthetic_eval_size
-        pairs = synthetic_preference_pairs(size, seed=data_cfg.synthetic_seed, split=split)
+        pairs = synthetic_preference_pairs(size, seed=data_cfg.synthetic_seed, split=split, task=data_cfg.synthetic_task)
     else:
         pairs = read_pairs(spec, tokenizer=tokenizer, on_bad_row=data_cfg.on_bad_row, bad_rows=bad_rows)
     tokenized, stats = tokenize_pairs(
