@@ -577,6 +577,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Ray's processes inherit the environment: its workers import goalrm from this checkout too
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
     device = ctx = blocked = None
     try:
         device = resolve_device(args.device)

@@ -15,8 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 ITEMS = ("train", "zero3-odd-eval", "score", "eval", "steer", "throughput")
 
 
-def _run(args: list[str], env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
+def _run(args: list[str], env: dict | None = None, timeout: int = 120, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
 
 
 def _without_ray(tmp_path: Path) -> dict:
@@ -68,8 +68,8 @@ def test_wheels_are_installed_into_the_site_and_the_check_runs_again_on_them(tmp
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_dry_run_passes_every_item_and_prints_only_the_results():
-    proc = _run(["--device", "cpu", "--tiny"], timeout=840)
+def test_dry_run_passes_every_item_and_prints_only_the_results(tmp_path):
+    proc = _run(["--device", "cpu", "--tiny"], timeout=840, cwd=tmp_path)  # run from outside the checkout
     items, summary = _results(proc.stdout)
     assert [line.split(":")[0] for line in items] == [f"PASS {name}" for name in ITEMS], proc.stdout + proc.stderr[-3000:]
     assert re.fullmatch(r"gpu_check: 6 passed, 0 failed in \d+ s, device cpu \(\d+ cores\), torch .*", summary), summary
