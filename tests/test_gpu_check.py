@@ -15,8 +15,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 ITEMS = ("train", "zero3-odd-eval", "score", "eval", "steer", "throughput")
 
 
-def _run(args: list[str], env: dict | None = None, timeout: int = 120, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+def _run(args: list[str], tmp_path: Path, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    """The check from TMP_PATH (outside the checkout), its temporary folders (kept when an item fails) in TMP_PATH."""
+    env = {**(env or os.environ), "TMPDIR": str(tmp_path)}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path)
 
 
 def _without_ray(tmp_path: Path) -> dict:
@@ -39,13 +41,23 @@ def _fake_ray_wheel(folder: Path) -> None:
         whl.writestr("ray-0.0.1.dist-info/RECORD", "")
 
 
+def test_relative_gap_is_absolute_near_one_and_relative_for_large_values():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+
+    assert gpu_check.relative_gap([0.5, 0.2], [0.5, 0.25]) == pytest.approx(0.05)
+    assert gpu_check.relative_gap([210.0, -3.0], [200.0, -3.0]) == pytest.approx(0.05)
+    with pytest.raises(gpu_check.Failed, match="2 values against 1"):
+        gpu_check.relative_gap([1.0, 2.0], [1.0])
+
+
 def _results(stdout: str) -> tuple[list[str], str]:
     *items, summary = stdout.splitlines()
     return items, summary
 
 
 def test_without_ray_or_wheels_every_item_fails_saying_how_to_bring_them(tmp_path):
-    proc = _run(["--device", "cpu", "--tiny", "--wheels", str(tmp_path / "none")], env=_without_ray(tmp_path))
+    proc = _run(["--device", "cpu", "--tiny", "--wheels", str(tmp_path / "none")], tmp_path, env=_without_ray(tmp_path))
     items, summary = _results(proc.stdout)
     assert [line.split(":")[0] for line in items] == [f"FAIL {name}" for name in ITEMS], proc.stdout + proc.stderr
     assert all("holds no wheels" in line and "../shared/gpu-wheels/" in line and "--wheels DIR" in line for line in items)
@@ -58,7 +70,7 @@ def test_wheels_are_installed_into_the_site_and_the_check_runs_again_on_them(tmp
     _fake_ray_wheel(tmp_path / "wheels")
     site = tmp_path / "site"
     args = ["--device", "cpu", "--tiny", "--wheels", str(tmp_path / "wheels"), "--site", str(site)]
-    proc = _run(args, env=_without_ray(tmp_path))
+    proc = _run(args, tmp_path, env=_without_ray(tmp_path))
     items, summary = _results(proc.stdout)
     assert (site / "ray" / "__init__.py").exists(), proc.stdout + proc.stderr
     # the second run imported the installed ray (SITE first on the path), and did not install again
@@ -69,7 +81,7 @@ def test_wheels_are_installed_into_the_site_and_the_check_runs_again_on_them(tmp
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_dry_run_passes_every_item_and_prints_only_the_results(tmp_path):
-    proc = _run(["--device", "cpu", "--tiny"], timeout=840, cwd=tmp_path)  # run from outside the checkout
+    proc = _run(["--device", "cpu", "--tiny"], tmp_path, timeout=840)
     items, summary = _results(proc.stdout)
     assert [line.split(":")[0] for line in items] == [f"PASS {name}" for name in ITEMS], proc.stdout + proc.stderr[-3000:]
     assert re.fullmatch(r"gpu_check: 6 passed, 0 failed in \d+ s, device cpu \(\d+ cores\), torch .*", summary), summary
