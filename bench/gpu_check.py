@@ -416,6 +416,10 @@ def run_training(ctx: Context, name: str, overrides: dict):
     from goalrm.train.report import METRICS_FILE
     from goalrm.train.trainer import train
 
+    try:  # the metrics logger writes TensorBoard from Ray Train's controller, where a missing package is obscure
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError as e:
+        raise Failed(f"goalrm's metrics logger needs TensorBoard, a goalrm dependency ({e}): pip install tensorboard") from None
     train_overrides = {"use_gpu": ctx.gpu, "warmup_steps": 0, **overrides["train"]}
     cfg = load_config(None, {**overrides, "train": train_overrides})  # the demo config underneath: synthetic data
     out = os.path.join(ctx.workdir, name)
@@ -610,6 +614,7 @@ def main(argv=None) -> int:
 
 
 def _stop_ray() -> None:
+    """Ray's processes, if an item started them; without importing Ray, which may not import here."""
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         sys.modules["ray"].shutdown()
 
