@@ -583,6 +583,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    t0 = time.perf_counter()
     args = parse_args(argv)
     # Ray's processes inherit the environment: its workers import goalrm from this checkout too
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
@@ -595,7 +596,6 @@ def main(argv=None) -> int:
     os.environ.setdefault("DS_ACCELERATOR", args.device)
     setup_environment()
     blocked = blocked or bootstrap(args.wheels, args.site)
-    t0 = time.perf_counter()
     workdir = tempfile.mkdtemp(prefix="goalrm-gpu-check-")
     console = Console(os.path.join(workdir, "gpu_check.log"), args.verbose)
     if device is not None:
