@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.goalrm-installed
 export GOALRM_CACHE ?= $(HOME)/.cache/goalrm
 
-.PHONY: demo report test test-fast bench bench-trl clean smollm2
+.PHONY: demo report test test-fast bench bench-trl clean smollm2 gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 bench-trl: smollm2  # the SmolLM2 subword tokenizer (HH-RLHF lengths vary as in real use)
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/vs_trl.py
+
+# the GPU acceptance check on this machine's GPU (see README "Running on GPUs"); CI runs its dry run,
+# bench/gpu_check.py --device cpu --tiny. On a GPU image without this venv: python bench/gpu_check.py
+gpu-check: smollm2
+	$(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -95,15 +95,15 @@ def load_pairs(max_length):
     return tok, tok_name, pairs, source
 
 
-def init_process_group():
-    """A 1-process gloo group, as Ray Train gives each worker, for DeepSpeed to reuse."""
+def init_process_group(backend: str = "gloo"):
+    """A 1-process group (gloo on CPU, nccl on a GPU), as Ray Train gives each worker, for DeepSpeed to reuse."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    deepspeed.init_distributed(dist_backend=backend)
 
 
 def goalrm_engine(config, batch, total_steps, zero_stage):
@@ -128,15 +128,21 @@ def goalrm_engine(config, batch, total_steps, zero_stage):
 
 
 def goalrm_step(engine, pairs, lengths, step, batch, loss_cfg, gen, pad_id, packing):
-    """The body of goalrm/train/loop.py for one micro-step on one worker."""
+    """The body of goalrm/train/loop.py for one micro-step on one worker, from collation on."""
     idx = micro_batch_indices(step, 0, 0, 1, len(pairs), batch, 1, SEED, lengths)
     mb = collate_for_model([pairs[i] for i in idx], pad_id, packing).to(engine.device)
+    engine_step(engine, mb, loss_cfg, gen)
+    return mb.pairs, mb.tokens, mb.slots
+
+
+def engine_step(engine, mb, loss_cfg, gen):
+    """The loop's step on a ModelBatch already on the engine's device: one forward for chosen and
+    rejected, `reward_model_loss`, backward, optimizer step."""
     b = mb.padded
     out = engine(b["input_ids"], b["attention_mask"], with_reps=True, packed=mb.packed)
     loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], loss_cfg, gen, b["rejected_divergence"])
     engine.backward(loss)
     engine.step()
-    return mb.pairs, mb.tokens, mb.slots
 
 
 def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):

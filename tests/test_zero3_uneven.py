@@ -16,25 +16,16 @@ from goalrm.config import load_config
 from goalrm.data.load import load_tokenized
 from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
 from goalrm.export import load_reward_model
+from goalrm.train.deepspeed_config import FORCE_PARAM_RELEASE
 
 pytestmark = pytest.mark.slow
-
-# what any model above DeepSpeed's live-parameter budget (e.g. 7B) gets by default: nothing stays gathered
-FORCE_RELEASE = {
-    "zero_optimization": {
-        "stage3_param_persistence_threshold": 0,
-        "stage3_max_live_parameters": 0,
-        "stage3_max_reuse_distance": 0,
-        "stage3_prefetch_bucket_size": 0,
-    }
-}
 
 
 @pytest.mark.timeout(900)  # a collective mismatch may hang instead of failing
 def test_uneven_shards_finish_and_match_one_process(ray_session, tmp_path):
     from goalrm.train.trainer import train
 
-    (tmp_path / "ds.json").write_text(json.dumps(FORCE_RELEASE))
+    (tmp_path / "ds.json").write_text(json.dumps(FORCE_PARAM_RELEASE))
     cfg = load_config(None, {
         "data": {"synthetic_train_size": 512, "synthetic_eval_size": 33, "goal_state_pairs": 65},
         "train": {

@@ -11,6 +11,17 @@ from goalrm.config import ConfigError
 DEFAULTS = {"steps_per_print": 10**9, "wall_clock_breakdown": False}
 # built by goalrm from train.lr, train.weight_decay and its warmup-cosine schedule
 OWNED = {"optimizer": "train.lr and train.weight_decay", "scheduler": "train.warmup_steps and train.max_steps"}
+# A user JSON that makes ZeRO-3 release every gathered parameter after use, as a model above DeepSpeed's
+# live-parameter budget (e.g. 7B) gets by default: a small model then all-gathers in every forward, as a
+# large one does, so tests and bench/gpu_check.py see the collectives that big models run
+FORCE_PARAM_RELEASE = {
+    "zero_optimization": {
+        "stage3_param_persistence_threshold": 0,
+        "stage3_max_live_parameters": 0,
+        "stage3_max_reuse_distance": 0,
+        "stage3_prefetch_bucket_size": 0,
+    }
+}
 
 
 def deepspeed_config(train, world_size: int) -> dict:
