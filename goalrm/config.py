@@ -24,10 +24,10 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = "tiny"  # "tiny", "smollm2-135m", a local HF folder, or a hub id
-    head: str = "linear"
-    mlp_hidden: int = 0
-    projection_dim: int = 0
-    trust_remote_code: bool = False
+    head: str = "linear"  # "linear": exports as a plain AutoModelForSequenceClassification | "mlp"
+    mlp_hidden: int = 0  # the MLP head's width; 0 = the backbone's hidden size
+    projection_dim: int = 0  # > 0: h_t passes through a projection head of this size (contrastive term, Q-values)
+    trust_remote_code: bool = False  # run a hub model's own code; off unless set
     gradient_checkpointing: bool = False  # recompute activations in backward (non-reentrant)
     lora: LoraSettings | None = None  # None: full fine-tune
 
@@ -47,12 +47,12 @@ class DataConfig:
     group_by_length: bool = True  # batches of similar-length pairs, to cut padding (both loaders)
     group_window: int = 16  # ray_data: micro-batches shuffled and length-sorted together
     packing: bool = False  # padding-free micro-batches (goalrm/data/pack.py); the backbone must read boundaries from position_ids
-    synthetic_train_size: int = 4000
-    synthetic_eval_size: int = 256
-    synthetic_seed: int = 0
+    synthetic_train_size: int = 4000  # pairs generated when train is "synthetic"
+    synthetic_eval_size: int = 256  # pairs generated when eval is "synthetic" (a disjoint split)
+    synthetic_seed: int = 0  # the synthetic data's seed (train.seed is the model's and the order's)
     synthetic_task: str = "chains"  # "chains" | "long_chains" (goalrm/data/synthetic.py)
-    max_length: int = 256
-    min_prompt_tokens: int = 16
+    max_length: int = 256  # tokens of prompt + completion; the prompt is cut from the left first
+    min_prompt_tokens: int = 16  # prompt tokens kept when cutting to max_length
     on_bad_row: str = "error"  # "error" | "skip" (counted and logged)
     goal_state_pairs: int = 2048  # training pairs averaged for the exported goal state; 0 = all
 
@@ -75,22 +75,22 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    num_workers: int = 2
-    use_gpu: bool = False
-    zero_stage: int = 2
+    num_workers: int = 2  # Ray Train workers (data-parallel ranks)
+    use_gpu: bool = False  # one GPU per worker (NCCL); refused before Ray starts on a machine without one
+    zero_stage: int = 2  # DeepSpeed ZeRO stage, 0-3
     precision: str = "fp32"  # "fp32" | "bf16"
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    max_steps: int = 100
+    lr: float = 1e-5  # AdamW's peak learning rate
+    weight_decay: float = 0.0  # AdamW's
+    warmup_steps: int = 0  # linear warmup, then cosine decay to 0 at max_steps
+    max_steps: int = 100  # optimizer steps of the run
     micro_batch_size: int = 8  # pairs per worker per micro-step
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    log_every: int = 10
-    eval_every: int = 50
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float = 1.0  # gradient clipping
+    log_every: int = 10  # steps between report lines
+    eval_every: int = 50  # steps between held-out evaluations (and the last step)
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at every eval (the last step always checkpoints)
-    eval_batch_size: int = 32
-    seed: int = 0
+    eval_batch_size: int = 32  # pairs per forward in evaluation and for the export's goal state
+    seed: int = 0  # initial weights, pair order and contrastive sampling
     max_failures: int = 3  # worker-group restarts from the last checkpoint; -1: unlimited
     storage_path: str = ""  # Ray Train checkpoints: "" = OUTPUT_DIR; a cloud URI or shared filesystem for multi-node
     offload_optimizer: bool = False  # optimizer state and step on the CPU (DeepSpeedCPUAdam); ZeRO 1-3
@@ -160,19 +160,19 @@ class Config:
 class ScoreConfig:
     """`goalrm score`; the names are its flags'."""
 
-    model: str
-    input: str
-    output: str
+    model: str  # an exported model folder (OUTPUT_DIR/model)
+    input: str  # JSONL/Parquet file, folder, glob or URI
+    output: str  # folder for scored/, rejects/, done/, summary.json
     threshold: float = 0.0  # a completion is dropped at its first Q-value below this
     goal: str | None = None  # safetensors with tensor "goal"; default: the model's goal_state.safetensors
     batch_size: int = 16  # sequences per forward pass, taken in length order
     num_scorers: int = 1  # actors, one model each
-    gpus_per_scorer: float = 0.0
+    gpus_per_scorer: float = 0.0  # GPUs per scorer actor (the model runs on cuda when > 0)
     cpus_per_scorer: float = 0.0  # 0: share the node's CPUs, leaving half a CPU for Ray Data
     threads_per_scorer: int = 0  # torch threads; 0: the node's CPUs over the scorers
     block_rows: int = 10000  # rows per block: the unit of output files and of resuming
-    max_length: int = 1024
-    min_prompt_tokens: int = 16
+    max_length: int = 1024  # tokens of prompt + completion
+    min_prompt_tokens: int = 16  # prompt tokens kept when cutting to max_length
     dtype: str = "float32"  # float32 | bfloat16
     group_col: str | None = None
     answer_col: str | None = None

@@ -16,10 +16,10 @@ ADAPTER_HEADS_FILE = "goalrm_heads.safetensors"
 
 @dataclass(frozen=True)
 class LoraSettings:
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    rank: int = 8  # r of the low-rank update
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # on the adapters' input
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # module names that get adapters
     save_adapter: bool = False  # also write the adapter alone to <export>/adapter/
 
     def __post_init__(self):

@@ -59,8 +59,8 @@ class LossConfig:
     contrastive_weight: float = 0.5  # λ; 0 is pure Bradley-Terry and skips the contrastive term entirely
     form: str = "paper"  # "paper" | "infonce"
     temperature: float = 0.1  # infonce only
-    margin: float | None = None
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    margin: float | None = None  # subtracted from r_chosen - r_rejected in the Bradley-Terry term
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # which token states the contrastive term compares
 
     def __post_init__(self):
         if isinstance(self.sampling, dict):  # e.g. straight from YAML
