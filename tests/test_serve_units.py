@@ -203,6 +203,12 @@ def test_service_matches_score_sequences_and_reports_truncation(export_dir, one_
         np.testing.assert_allclose(res["q_values"], q, atol=1e-5)
         first = next((i for i, v in enumerate(q) if v < 0.01), None)
         assert (res["first_below"], res["keep"], res["min_q"]) == (first, first is None, pytest.approx(float(q.min()), abs=1e-5))
+    assert all(c.q_values for c in svc.chunks(prep))
+    plain = svc.prepare(REWARD, _raw({k: body[k] for k in ("prompts", "completions")}))
+    assert not any(c.q_values for c in svc.chunks(plain))
+    r_only, q_none = svc.score(plain.seqs, q_values=False)  # a batch without /q_values requests skips them
+    assert q_none == [None] * len(ROWS)
+    np.testing.assert_allclose(r_only, rewards, atol=1e-5)
     long = svc.prepare(REWARD, _raw({"prompts": ["p"], "completions": ["x" * 60]}))
     assert long.truncated == [0] and len(long.seqs[0][0]) == 40
     assert svc.answer(long, *svc.score(long.seqs))["truncated"] == [0]

@@ -34,7 +34,7 @@ class _TokenBudgetWarning(logging.Filter):
         return not record.getMessage().startswith("`max_batch_size`")
 
 
-@serve.deployment(name="RewardModel")
+@serve.deployment(name="RewardModel", graceful_shutdown_wait_loop_s=0.5)  # Ray's 2 s would slow every stop
 @serve.ingress(api)
 class RewardServer:
     def __init__(self, config: dict):
@@ -45,14 +45,17 @@ class RewardServer:
         self.max_request_bytes = cfg.max_request_bytes
         self.score_batch.set_max_batch_size(cfg.max_batch_tokens)
         self.score_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.counts = {"batches": 0, "chunks": 0, "sequences": 0}  # this replica's, shown by /info
         logging.getLogger("ray.serve").addFilter(_TokenBudgetWarning())
 
     @serve.batch(max_batch_size=ServeConfig.max_batch_tokens, batch_size_fn=chunk_tokens)
     async def score_batch(self, batch: list[Chunk]) -> list[tuple[list, list]]:
         """One forward schedule for every chunk in the batch, whichever request it came from."""
         seqs = [s for c in batch for s in c.seqs]
+        for key, n in (("batches", 1), ("chunks", len(batch)), ("sequences", len(seqs))):
+            self.counts[key] += n
         # in a thread, so the replica keeps reading and checking requests for the next batch
-        rewards, qs = await asyncio.to_thread(self.service.score, seqs)
+        rewards, qs = await asyncio.to_thread(self.service.score, seqs, any(c.q_values for c in batch))
         out, k = [], 0
         for c in batch:
             out.append((rewards[k : k + len(c.seqs)], qs[k : k + len(c.seqs)]))
@@ -97,7 +100,7 @@ class RewardServer:
     async def info(self, request: Request):
         if not self.service.authorized(request.headers.get("authorization")):
             return JSONResponse(UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return self.service.info()
+        return {**self.service.info(), "replica_counts": self.counts}
 
 
 def build_app(args: dict):

@@ -10,6 +10,7 @@ class Chunk:
 
     seqs: list
     tokens: int
+    q_values: bool = False  # its request wants Q-values; a batch without any such chunk skips them
 
 
 def chunk_tokens(chunks: list[Chunk]) -> int:
@@ -17,18 +18,18 @@ def chunk_tokens(chunks: list[Chunk]) -> int:
     return sum(c.tokens for c in chunks)
 
 
-def chunks(seqs: list, budget: int) -> list[Chunk]:
+def chunks(seqs: list, budget: int, q_values: bool = False) -> list[Chunk]:
     """SEQS in order, cut so that no chunk holds more than BUDGET tokens (each sequence fits alone)."""
     out, current, tokens = [], [], 0
     for s in seqs:
         n = len(s[0])
         if current and tokens + n > budget:
-            out.append(Chunk(current, tokens))
+            out.append(Chunk(current, tokens, q_values))
             current, tokens = [], 0
         current.append(s)
         tokens += n
     if current:
-        out.append(Chunk(current, tokens))
+        out.append(Chunk(current, tokens, q_values))
     return out
 
 

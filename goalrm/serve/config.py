@@ -18,10 +18,11 @@ class ServeConfig:
     model: str = ""  # an export folder (OUTPUT_DIR/model) or an HF sequence-classification folder
     goal: str | None = None  # safetensors with tensor "goal"; default: the export's goal state, if any
     dtype: str = "float32"
-    # dynamic batching: a batch closes at this many real tokens or after the wait; its forward
-    # passes are length-sorted micro-batches of at most this many padded tokens each
+    # dynamic batching: a batch closes at this many real tokens or after the wait, then runs as
+    # length-sorted micro-batches of at most micro_batch_tokens padded slots (a longer sequence runs alone)
     max_batch_tokens: int = 8192
     batch_wait_timeout_s: float = 0.01
+    micro_batch_tokens: int = 4096  # the forward size the hardware runs best: a few thousand on CPU, more on a GPU
     # limits per request: over them the answer is 413, or truncation (reported) for tokens when `truncate`
     max_items_per_request: int = 64
     max_tokens_per_item: int = 1024
@@ -41,7 +42,7 @@ class ServeConfig:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("max_batch_tokens", "max_items_per_request", "max_tokens_per_item", "max_request_bytes", "max_ongoing_requests"):
+        for name in ("max_batch_tokens", "micro_batch_tokens", "max_items_per_request", "max_tokens_per_item", "max_request_bytes", "max_ongoing_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("batch_wait_timeout_s", "min_prompt_tokens", "torch_threads"):

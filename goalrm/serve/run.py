@@ -2,6 +2,7 @@
 
 import logging
 import signal
+import sys
 import threading
 from dataclasses import asdict
 
@@ -11,6 +12,7 @@ from goalrm.serve.model import goal_state
 APP_NAME = "goalrm"
 # Serve's INFO lines (deployments starting, one access line per request) are not for the console
 QUIET = {"log_level": "WARNING", "enable_access_log": False}
+STOP_TIMEOUT_S = 30
 
 
 def url(host: str, port: int) -> str:
@@ -37,11 +39,13 @@ def serve_until_stopped(cfg: ServeConfig, host: str, port: int, address: str | N
         print(f"goalrm serve: {url(host, port)} ({cfg.model}, {q} Q-values); Ctrl-C stops it", flush=True)
         stop.wait()
     finally:
-        # a joined cluster may serve other applications: remove ours only
-        if address:
-            serve.delete(APP_NAME)
-        else:
-            serve.shutdown()
+        # its replicas finish the requests they hold, then stop; bounded, for a Ray that died first
+        deleting = threading.Thread(target=serve.delete, args=(APP_NAME,), daemon=True)
+        deleting.start()
+        deleting.join(STOP_TIMEOUT_S)
+        if deleting.is_alive():
+            print(f"goalrm serve: warning: the application did not stop within {STOP_TIMEOUT_S} s", file=sys.stderr, flush=True)
+        if not address:  # an embedded Ray ends with us; a joined cluster may serve other applications
             ray.shutdown()
     print("goalrm serve: stopped", flush=True)
 

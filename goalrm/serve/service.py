@@ -66,15 +66,16 @@ class RewardService:
         return Prepared(endpoint, seqs, truncated, threshold)
 
     def chunks(self, prepared: Prepared) -> list[Chunk]:
-        return chunks(prepared.seqs, self.cfg.max_batch_tokens)
+        return chunks(prepared.seqs, self.cfg.max_batch_tokens, q_values=prepared.endpoint == Q_VALUES)
 
-    def score(self, seqs: list):
-        """Rewards and Q-values (None without a goal state) of a whole batch, in length-sorted
-        micro-batches of at most max_batch_tokens padded slots."""
+    def score(self, seqs: list, q_values: bool = True):
+        """Rewards, and Q-values when asked for and a goal state is there (else None each), of a
+        whole batch, in length-sorted micro-batches of at most micro_batch_tokens padded slots."""
         rewards, qs = [None] * len(seqs), [None] * len(seqs)
         m = self.served
-        for group in micro_batches([len(ids) for ids, _ in seqs], self.cfg.max_batch_tokens):
-            r, q = score_sequences(m.model, m.goal, [seqs[i] for i in group], self.tokenizer.pad_token_id, len(group), self.cfg.device)
+        goal = m.goal if q_values else None
+        for group in micro_batches([len(ids) for ids, _ in seqs], self.cfg.micro_batch_tokens):
+            r, q = score_sequences(m.model, goal, [seqs[i] for i in group], self.tokenizer.pad_token_id, len(group), self.cfg.device)
             for k, i in enumerate(group):
                 rewards[i], qs[i] = r[k], q[k]
         return rewards, qs
