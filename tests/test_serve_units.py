@@ -245,3 +245,37 @@ def test_hf_model_with_two_labels_is_refused(tmp_path):
     LlamaForSequenceClassification(tiny_config(num_labels=2)).save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="num_labels=2"):
         check_model_dir(str(tmp_path), None)
+
+
+# ---------------------------------------------------------------- the command line, before Ray
+
+
+def test_cli_errors_before_ray(tmp_path, export_dir, capsys, monkeypatch):
+    import runpy
+    import sys
+
+    from goalrm.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["serve"]) == 2
+    assert "no model: pass --model DIR" in capsys.readouterr().err
+    (tmp_path / "key").write_text("\n")
+    assert main(["serve", "--model", export_dir, "--api-key-file", str(tmp_path / "key")]) == 2
+    assert "is empty" in capsys.readouterr().err
+    # the Ray Jobs entrypoint takes the same flags and fails the same way, before joining a cluster
+    monkeypatch.setattr(sys, "argv", ["serve.py", "--model", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "ray_jobs" / "serve.py"), run_name="__main__")
+    assert e.value.code == 2 and "no such folder" in capsys.readouterr().err
+
+
+def test_readme_serve_flags_match_help():
+    import re
+
+    from goalrm.cli import build_parser
+
+    line = next(l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith("goalrm serve --model"))
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    flags = {s for a in serve._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    assert set(re.findall(r"--[a-z-]+", line)) == flags
