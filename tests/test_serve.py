@@ -23,7 +23,6 @@ import torch
 
 from goalrm.config import ScoreConfig
 from goalrm.data.tokenize import tokenize_completion
-from goalrm.model import build_model, save_reward_model
 from goalrm.score.block import score_block
 from goalrm.score.io import SCORED, input_files, output_paths, plan_blocks
 from goalrm.score.scorer import load_scorer, score_sequences
@@ -45,23 +44,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = tiny_tokenizer()
-    path = str(tmp_path_factory.mktemp("serve") / "model")
-    save_reward_model(build_model("tiny", tokenizer=tok), tok, path, goal_state=torch.randn(128))
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(export_dir, tmp_path_factory):
+def server(tiny_export, tmp_path_factory):
     """`goalrm serve` as a user starts it (default host), with an API key and small limits."""
     tmp = tmp_path_factory.mktemp("server")
     (tmp / "key").write_text(KEY + "\n")
     (tmp / "serve.yaml").write_text("".join(f"{k}: {v}\n" for k, v in {**LIMITS, "torch_threads": 1}.items()))
     port, ray_tmp = _free_port(), f"/tmp/gs-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "GOALRM_RAY_TMP": ray_tmp, "RAY_AUTH_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "goalrm.cli", "serve", "--model", export_dir, "--config", str(tmp / "serve.yaml"),
+    cmd = [sys.executable, "-m", "goalrm.cli", "serve", "--model", tiny_export, "--config", str(tmp / "serve.yaml"),
            "--port", str(port), "--api-key-file", str(tmp / "key")]  # fmt: skip
     log_path = tmp / "serve.log"
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -93,23 +83,23 @@ ROWS = [
 ]
 
 
-def _goalrm_score(export_dir, tmp_path, threshold):
+def _goalrm_score(tiny_export, tmp_path, threshold):
     """The rows as `goalrm score` writes them: its per-block function, on a JSONL file."""
     tmp_path.mkdir()
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"id": i, **r}) + "\n" for i, r in enumerate(ROWS)))
     fs, files = input_files(str(data))
     (block,) = plan_blocks(fs, files, 100)
-    cfg = ScoreConfig(model=export_dir, input=str(data), output=str(tmp_path / "out"), threshold=threshold, batch_size=2)
-    model, tok, goal = load_scorer(export_dir)
+    cfg = ScoreConfig(model=tiny_export, input=str(data), output=str(tmp_path / "out"), threshold=threshold, batch_size=2)
+    model, tok, goal = load_scorer(tiny_export)
     score_block(fs, block, model, tok, goal, cfg, cfg.output)
     return pq.read_table(output_paths(cfg.output, block)[SCORED]).sort_by("id").to_pylist()
 
 
-def test_endpoints_match_goalrm_score(server, export_dir, tmp_path):
-    min_q = sorted(e["min_q"] for e in _goalrm_score(export_dir, tmp_path / "a", 0.0))
+def test_endpoints_match_goalrm_score(server, tiny_export, tmp_path):
+    min_q = sorted(e["min_q"] for e in _goalrm_score(tiny_export, tmp_path / "a", 0.0))
     threshold = (min_q[2] + min_q[3]) / 2  # between the rows' lowest Q-values: some rows kept, some dropped
-    expected = _goalrm_score(export_dir, tmp_path / "b", threshold)
+    expected = _goalrm_score(tiny_export, tmp_path / "b", threshold)
     prompts, completions = [r["prompt"] for r in ROWS], [r["completion"] for r in ROWS]
 
     r = _post(server, "reward", {"prompts": prompts, "completions": completions})
@@ -133,11 +123,11 @@ def test_endpoints_match_goalrm_score(server, export_dir, tmp_path):
 
     assert requests.get(f"{server['url']}/health", timeout=10).json() == {"status": "ok"}  # no key needed
     info = requests.get(f"{server['url']}/info", headers=AUTH, timeout=10).json()
-    assert (info["model"], info["kind"], info["goal_state"], info["goal_dim"], info["dtype"]) == (export_dir, "goalrm", True, 128, "float32")
+    assert (info["model"], info["kind"], info["goal_state"], info["goal_dim"], info["dtype"]) == (tiny_export, "goalrm", True, 128, "float32")
     assert {k: info[k] for k in LIMITS if k in info} == {k: v for k, v in LIMITS.items() if k != "max_request_bytes"}
 
 
-def test_openrlhf_shaped_client(server, export_dir):
+def test_openrlhf_shaped_client(server, tiny_export):
     """What OpenRLHF's remote reward client does: POST {"query", "prompts", "labels"}, raise on an
     HTTP error, read "rewards" (and "scores") into a tensor. It sends no key; here the header is added."""
     tok = tiny_tokenizer()
@@ -199,17 +189,17 @@ def _item(rng, k):
     return f"Req {k} Q{rng.randint(0, 99)}: ", " ".join(rng.choice(words) for _ in range(n)) + f" #{k}"
 
 
-def test_concurrent_load_answers_match_requests_and_bad_ones_fail_alone(server, export_dir):
-    """32 clients, 3 requests each, 1-8 completions of varied lengths, every eighth request bad:
+def test_concurrent_load_answers_match_requests_and_bad_ones_fail_alone(server, tiny_export):
+    """32 clients, 2 requests each, 1-8 completions of varied lengths, every eighth request bad:
     each answer checked against its own request's items, scored here with the same model."""
     rng = random.Random(0)
     requests_ = []
-    for k in range(96):
+    for k in range(64):
         items = [_item(rng, f"{k}.{j}") for j in range(rng.randint(1, 8))]
         bad = k % 8 == 3
         body = {"prompts": [p for p, _ in items], "completions": ["" if bad and j == 0 else c for j, (_, c) in enumerate(items)]}
         requests_.append(("q_values" if k % 2 else "reward", body, bad))
-    model, tok, goal = load_scorer(export_dir)
+    model, tok, goal = load_scorer(tiny_export)
     seqs = {(p, c): tokenize_completion(p, c, tok, 200) for _, body, _ in requests_ for p, c in zip(body["prompts"], body["completions"]) if c}
     keys = list(seqs)
     ref_r, ref_q = score_sequences(model, goal, [seqs[k] for k in keys], tok.pad_token_id, 16)

@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 from transformers import LlamaForSequenceClassification
 
 from goalrm.config import ConfigError
-from goalrm.model import build_model, save_reward_model
 from goalrm.score.scorer import load_scorer, score_sequences
 from goalrm.serve.batching import Chunk, chunk_tokens, chunks, micro_batches
 from goalrm.serve.config import ServeConfig, load_serve_config
@@ -22,15 +21,6 @@ from goalrm.serve.tokens import special_affixes, tokenize_items
 from goalrm.tiny import tiny_config, tiny_tokenizer
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = tiny_tokenizer()
-    path = str(tmp_path_factory.mktemp("serve_units") / "model")
-    save_reward_model(build_model("tiny", tokenizer=tok), tok, path, goal_state=torch.randn(128))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +161,8 @@ def test_ray_serve_file_passes_ray_serves_schema():
     assert schema.http_options.host == "127.0.0.1" and schema.applications[0].import_path == "goalrm.serve.app:build_app"
 
 
-def test_check_model_dir(tmp_path, export_dir):
-    check_model_dir(export_dir, None)
+def test_check_model_dir(tmp_path, tiny_export):
+    check_model_dir(tiny_export, None)
     with pytest.raises(FileNotFoundError):
         check_model_dir(str(tmp_path / "nope"), None)
     (tmp_path / "config.json").write_text("{}")
@@ -180,7 +170,7 @@ def test_check_model_dir(tmp_path, export_dir):
         check_model_dir(str(tmp_path), None)
     save_file({"goal": torch.ones(7)}, str(tmp_path / "g.safetensors"))
     with pytest.raises(ConfigError, match="has 7 values but the model's representations have 128"):
-        check_model_dir(export_dir, str(tmp_path / "g.safetensors"))
+        check_model_dir(tiny_export, str(tmp_path / "g.safetensors"))
 
 
 # ---------------------------------------------------------------- the replica's service, no Ray
@@ -188,15 +178,15 @@ def test_check_model_dir(tmp_path, export_dir):
 ROWS = [("Q: 2+3=? ", "Work: 2+3=5 so 5"), ("Q: 7-4=? ", "It is 3"), ("Say hi. ", "hi there, how are you today?")]
 
 
-def test_service_matches_score_sequences_and_reports_truncation(export_dir, one_torch_thread):
-    svc = RewardService(ServeConfig(model=export_dir, max_batch_tokens=64, max_tokens_per_item=40, truncate=True))
+def test_service_matches_score_sequences_and_reports_truncation(tiny_export, one_torch_thread):
+    svc = RewardService(ServeConfig(model=tiny_export, max_batch_tokens=64, max_tokens_per_item=40, truncate=True))
     body = {"prompts": [p for p, _ in ROWS], "completions": [c for _, c in ROWS], "threshold": 0.01}
     prep = svc.prepare(Q_VALUES, _raw(body))
     assert prep.truncated == []
     parts = [svc.score(c.seqs) for c in svc.chunks(prep)]
     assert len(parts) == 2  # 27 + 18 tokens fit 64; the third item's 38 start a second chunk
     ans = svc.answer(prep, [r for p in parts for r in p[0]], [q for p in parts for q in p[1]])
-    model, tok, goal = load_scorer(export_dir)
+    model, tok, goal = load_scorer(tiny_export)
     rewards, qs = score_sequences(model, goal, prep.seqs, tok.pad_token_id, 1)
     for res, r, q in zip(ans["results"], rewards, qs):
         assert res["reward"] == pytest.approx(float(r), abs=1e-5)
@@ -214,10 +204,10 @@ def test_service_matches_score_sequences_and_reports_truncation(export_dir, one_
     assert svc.answer(long, *svc.score(long.seqs))["truncated"] == [0]
 
 
-def test_service_auth_and_info(export_dir, tmp_path):
+def test_service_auth_and_info(tiny_export, tmp_path):
     key = tmp_path / "key"
     key.write_text("s3cret\n")
-    svc = RewardService(ServeConfig(model=export_dir, api_key_file=str(key)))
+    svc = RewardService(ServeConfig(model=tiny_export, api_key_file=str(key)))
     assert svc.authorized("Bearer s3cret") and svc.authorized("bearer s3cret")
     assert not svc.authorized(None) and not svc.authorized("Bearer s3cre") and not svc.authorized("s3cret")
     info = svc.info()
@@ -250,7 +240,7 @@ def test_hf_model_with_two_labels_is_refused(tmp_path):
 # ---------------------------------------------------------------- the command line, before Ray
 
 
-def test_cli_errors_before_ray(tmp_path, export_dir, capsys, monkeypatch):
+def test_cli_errors_before_ray(tmp_path, tiny_export, capsys, monkeypatch):
     import runpy
     import sys
 
@@ -261,7 +251,7 @@ def test_cli_errors_before_ray(tmp_path, export_dir, capsys, monkeypatch):
     assert main(["serve"]) == 2
     assert "no model: pass --model DIR" in capsys.readouterr().err
     (tmp_path / "key").write_text("\n")
-    assert main(["serve", "--model", export_dir, "--api-key-file", str(tmp_path / "key")]) == 2
+    assert main(["serve", "--model", tiny_export, "--api-key-file", str(tmp_path / "key")]) == 2
     assert "is empty" in capsys.readouterr().err
     # the Ray Jobs entrypoint takes the same flags and fails the same way, before joining a cluster
     monkeypatch.setattr(sys, "argv", ["serve.py", "--model", str(tmp_path / "nope")])
