@@ -269,3 +269,16 @@ def test_readme_serve_flags_match_help():
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]
     flags = {s for a in serve._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
     assert set(re.findall(r"--[a-z-]+", line)) == flags
+
+
+def test_build_app_checks_ray_options(tiny_export):
+    from goalrm.serve.app import build_app
+
+    app = build_app({"model": tiny_export, "autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 16}})
+    assert type(app).__name__ == "Application"
+    for bad, text in [({"autoscaling_config": {"min_replicas": 3, "max_replicas": 1}}, "must be greater than or equal to min_replicas"),
+                      ({"autoscaling_config": {"max_replica": 3}}, "unknown key(s) max_replica"),
+                      ({"ray_actor_options": {"num_cpus": 1, "gpus": 1}}, "Specifying 'gpus' in ray_actor_options is not allowed")]:  # fmt: skip
+        with pytest.raises(ConfigError) as e:
+            build_app({"model": tiny_export, **bad})
+        assert text in str(e.value)

@@ -13,6 +13,7 @@ import transformers
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.serve.config import AutoscalingConfig
 
 from goalrm.config import ConfigError
 from goalrm.serve.batching import Chunk, chunk_tokens
@@ -111,6 +112,9 @@ def build_app(args: dict):
     cfg = replace(cfg, **paths)
     check_model_dir(cfg.model, cfg.goal)
     read_api_key(cfg.api_key_file)
+    unknown = sorted(set(cfg.autoscaling_config or ()) - set(AutoscalingConfig.model_fields))
+    if unknown:  # Ray ignores them
+        raise ConfigError(f"serve config: autoscaling_config: unknown key(s) {', '.join(unknown)}")
     try:
         return RewardServer.options(**cfg.deployment_options()).bind(asdict(cfg))
     except (TypeError, ValueError) as e:  # Ray's own checks of autoscaling_config and ray_actor_options
