@@ -44,7 +44,9 @@ def main():
     p.add_argument("--max-length", type=int, default=1024)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    uvicorn.run(make_app(args.model, args.max_length), host="127.0.0.1", port=args.port, log_level="warning")
+    # keep-alive as Ray Serve's proxy has it (90 s); uvicorn's 5 s default drops pooled connections
+    # whose next request waited behind other forwards on the blocked event loop
+    uvicorn.run(make_app(args.model, args.max_length), host="127.0.0.1", port=args.port, log_level="warning", timeout_keep_alive=90)
 
 
 if __name__ == "__main__":
