@@ -276,6 +276,10 @@ def test_build_app_checks_ray_options(tiny_export):
 
     app = build_app({"model": tiny_export, "autoscaling_config": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 16}})
     assert type(app).__name__ == "Application"
+    # what `serve run serve_configs/reward.yaml` does: import the import_path, call it with the args
+    spec = yaml.safe_load(open(ROOT / "serve_configs" / "reward.yaml"))["applications"][0]
+    module, _, attr = spec["import_path"].partition(":")
+    assert type(getattr(__import__(module, fromlist=[attr]), attr)({**spec["args"], "model": tiny_export})).__name__ == "Application"
     for bad, text in [({"autoscaling_config": {"min_replicas": 3, "max_replicas": 1}}, "must be greater than or equal to min_replicas"),
                       ({"autoscaling_config": {"max_replica": 3}}, "unknown key(s) max_replica"),
                       ({"ray_actor_options": {"num_cpus": 1, "gpus": 1}}, "Specifying 'gpus' in ray_actor_options is not allowed")]:  # fmt: skip
