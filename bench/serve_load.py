@@ -110,7 +110,7 @@ def start_goalrm(model_dir: str, tmp: str, args) -> tuple[subprocess.Popen, str,
     port = _free_port()
     config = {"max_batch_tokens": args.max_batch_tokens, "micro_batch_tokens": args.micro_batch_tokens,
               "batch_wait_timeout_s": args.batch_wait_s, "torch_threads": args.threads,
-              "max_items_per_request": 8, "max_tokens_per_item": 1024, "max_ongoing_requests": 256}  # fmt: skip
+              "max_items_per_request": 8, "max_tokens_per_item": 1024, "max_ongoing_requests": 256, "num_replicas": args.replicas}  # fmt: skip
     with open(os.path.join(tmp, "serve.yaml"), "w") as f:
         f.writelines(f"{k}: {v}\n" for k, v in config.items())
     env = {**os.environ, "GOALRM_RAY_TMP": os.path.join("/tmp", f"gsb-{os.getpid()}"), "RAY_AUTH_MODE": "disabled"}
@@ -142,9 +142,10 @@ def main():
     p.add_argument("--median-chars", type=int, default=150, help="completions' median length")
     p.add_argument("--prompt-chars", type=int, nargs=2, default=(40, 400), metavar=("MIN", "MAX"), help="prompts' length range")
     p.add_argument("--max-batch-tokens", type=int, default=8192)
-    p.add_argument("--micro-batch-tokens", type=int, default=4096)
+    p.add_argument("--micro-batch-tokens", type=int, default=2048)
     p.add_argument("--batch-wait-s", type=float, default=0.01)
-    p.add_argument("--threads", type=int, default=2, help="torch threads of each server")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each server (of each goalrm replica)")
+    p.add_argument("--replicas", type=int, default=1, help="goalrm serve replicas, one CPU each")
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args()
 
