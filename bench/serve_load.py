@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -114,7 +115,7 @@ def start_goalrm(model_dir: str, tmp: str, args) -> tuple[subprocess.Popen, str,
               "max_items_per_request": 8, "max_tokens_per_item": 1024, "max_ongoing_requests": 256, "num_replicas": args.replicas}  # fmt: skip
     with open(os.path.join(tmp, "serve.yaml"), "w") as f:
         f.writelines(f"{k}: {v}\n" for k, v in config.items())
-    env = {**os.environ, "GOALRM_RAY_TMP": os.path.join("/tmp", f"gsb-{os.getpid()}"), "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "GOALRM_RAY_TMP": os.path.join(tmp, "ray"), "RAY_AUTH_MODE": "disabled"}
     log = os.path.join(tmp, "goalrm_serve.log")
     cmd = [sys.executable, "-m", "goalrm.cli", "serve", "--model", model_dir, "--config", os.path.join(tmp, "serve.yaml"), "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -152,7 +153,7 @@ def main():
     p.add_argument("--output", help="write the results as JSON here")
     args = p.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="goalrm-serve-bench-")
+    tmp = tempfile.mkdtemp(prefix="gsb-")  # short: Ray's socket paths under it must stay under 107 characters
     model_dir = os.path.join(tmp, "model")
     build(args.shape, model_dir)
     load = workload(args.clients, args.requests_per_client, args.median_chars, args.prompt_chars)
@@ -178,6 +179,7 @@ def main():
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=120)
+    shutil.rmtree(tmp)  # kept, with the servers' logs, when a run fails
     base, ours = results["baseline"][-1]["answers"], results["goalrm"][-1]["answers"]
     diff = max(abs(a - b) for k in base for a, b in zip(base[k], ours[k]))
     ratio = [g["completions_per_s"] / b["completions_per_s"] for g, b in zip(results["goalrm"], results["baseline"])]

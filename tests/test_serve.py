@@ -5,6 +5,7 @@ stops it and checks the shutdown."""
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from goalrm.score.io import SCORED, input_files, output_paths, plan_blocks
 from goalrm.score.scorer import load_scorer, score_sequences
 from goalrm.tiny import tiny_tokenizer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "test-key-" + uuid.uuid4().hex
@@ -67,6 +68,7 @@ def server(tiny_export, tmp_path_factory):
         if proc.poll() is None:  # a failed test left it running: the whole group goes
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _post(server, endpoint, body, headers=AUTH, **kw):
