@@ -15,6 +15,7 @@ from goalrm.data.batch import collate_pairs
 from goalrm.data.formats import synthetic_preference_pairs
 from goalrm.data.tokenize import tokenize_pairs
 from goalrm.losses import LossConfig, reward_model_loss
+from goalrm.sampling import sampling_generator
 from goalrm.model import RewardModel
 from goalrm.tiny import tiny_config, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification
@@ -24,12 +25,14 @@ from shapes import SHAPES  # bench/, on the path when a bench script runs
 
 def step_time(model, opt, batches, lam):
     cfg = LossConfig(contrastive_weight=lam)
-    gen = torch.Generator().manual_seed(0)
+    gen = sampling_generator(0, 0, next(model.parameters()).device)
     times = []
     for batch in batches:
         t0 = time.perf_counter()
         out = model(batch["input_ids"], batch["attention_mask"], with_reps=True)
-        loss, _ = reward_model_loss(out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg, gen)
+        loss, _ = reward_model_loss(
+            out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg, gen, batch["rejected_divergence"]
+        )
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

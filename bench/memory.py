@@ -91,7 +91,7 @@ def worker(loop_config: dict) -> None:
     model = RewardModel(AutoModelForSequenceClassification.from_config(smollm2_135m_config()))
     engine, *_ = deepspeed.initialize(model=model, model_parameters=list(model.parameters()), config=ds_config, dist_init_required=None)
 
-    gen = torch.Generator().manual_seed(rank)
+    gen = torch.Generator(device=engine.device).manual_seed(rank)  # on the step's device, as the loop's
     seq = loop_config["seq_len"]
     peak_state = 0
     for _ in range(loop_config["steps"]):

@@ -14,6 +14,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from goalrm.data.sampler import epoch_permutation, pair_lengths
 from goalrm.env import setup_environment
 from goalrm.losses import LossConfig
+from goalrm.sampling import sampling_generator
 from goalrm.tiny import tiny_config
 from shapes import SHAPES
 from vs_trl import SEED, goalrm_engine, goalrm_step, init_process_group, load_pairs
@@ -38,7 +39,7 @@ def main():
     pool = [pairs[i] for i in epoch_permutation(len(pairs), 0, SEED)[: 64 * args.batch].tolist()]
     lengths = None if args.no_group else pair_lengths(pool)
     engine = goalrm_engine(tiny_config(num_labels=1, **SHAPES[args.model]), args.batch, 10**6, 2)
-    cfg, gen = LossConfig(contrastive_weight=args.lam), torch.Generator().manual_seed(SEED)
+    cfg, gen = LossConfig(contrastive_weight=args.lam), sampling_generator(SEED, 0, engine.device)
 
     def step(i):
         with record_function("goalrm_step"):

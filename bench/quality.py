@@ -28,8 +28,10 @@ from goalrm.config import load_config
 from goalrm.frozen_trunk import merge_top, top_only
 from goalrm.losses import reward_model_loss
 from goalrm.metrics import auroc, pairwise_accuracy
-from goalrm.model import build_model, load_tokenizer, save_reward_model
+from goalrm.export import save_reward_model
+from goalrm.model import build_model, load_tokenizer
 from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
+from goalrm.sampling import sampling_generator
 from goalrm.score.filtering import filter_row, tokens_saved
 from goalrm.score.majority import majority_report
 from goalrm.data.sampler import micro_batch_indices
@@ -69,7 +71,7 @@ def train(model, cfg, task, states, offsets, pairs, seed):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps))
-    gen = torch.Generator().manual_seed(seed * 7919)  # as the training loop seeds rank 0
+    gen = sampling_generator(seed, 0, next(model.parameters()).device)  # as the training loop seeds rank 0
     lengths = [max(len(task.seqs[c].ids), len(task.seqs[r].ids)) for c, r in pairs] if cfg.data.group_by_length else None
     model.train()
     losses = []
@@ -83,7 +85,7 @@ def train(model, cfg, task, states, offsets, pairs, seed):
         torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
         opt.step()
         sched.step()
-        losses.append(parts)
+        losses.append({k: float(v) for k, v in parts.items()})
     tail = losses[-20:]
     return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}
 

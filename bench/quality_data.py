@@ -49,7 +49,7 @@ def gsm8k_task(tokenizer, max_length: int) -> Task:
     for q in read_questions(str(GSM8K)):
         prompt, index = prompt_for(q.question), {}
         for s in q.solutions:
-            ids, start = tokenize_completion(prompt, s.text, tokenizer, max_length)
+            ids, start, _ = tokenize_completion(prompt, s.text, tokenizer, max_length)
             index.setdefault(s.text, len(seqs))
             seqs.append(Seq(ids, start, q.question, s.is_correct, final_answer(s.text)))
         pairs += [(index[p["chosen"]], index[p["rejected"]]) for p in model_pairs(q)]

@@ -23,7 +23,8 @@ from transformers import AutoModelForSequenceClassification
 
 from goalrm.config import ScoreConfig
 from goalrm.data.tokenize import tokenize_completion
-from goalrm.model import RewardModel, load_reward_model, save_reward_model
+from goalrm.export import load_reward_model, save_reward_model
+from goalrm.model import RewardModel
 from goalrm.qvalues import q_values
 from goalrm.tiny import tiny_config, tiny_tokenizer
 
@@ -69,7 +70,7 @@ def naive(model_dir: str, data: str, batch_size: int = 16, max_length: int = 102
     model, tok, goal, _ = load_reward_model(model_dir)
     with open(data) as f:
         rows = [json.loads(line) for line in f]
-    seqs = [tokenize_completion(r["prompt"], r["completion"], tok, max_length) for r in rows]
+    seqs = [tokenize_completion(r["prompt"], r["completion"], tok, max_length)[:2] for r in rows]
     tokens, rewards = 0, []
     with torch.no_grad():
         for b in range(0, len(seqs), batch_size):

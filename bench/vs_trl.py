@@ -30,10 +30,11 @@ import torch.distributed as dist
 from goalrm.backbones import SMOLLM2
 from goalrm.config import TrainConfig
 from goalrm.data.formats import read_pairs, synthetic_preference_pairs
-from goalrm.data.pack import collate_for_model
+from goalrm.data.model_batch import collate_for_model
 from goalrm.data.sampler import epoch_permutation, micro_batch_indices, pair_lengths
 from goalrm.data.tokenize import tokenize_pairs
 from goalrm.env import setup_environment
+from goalrm.sampling import sampling_generator
 from goalrm.losses import LossConfig, reward_model_loss
 from goalrm.model import RewardModel, load_tokenizer
 from goalrm.tiny import tiny_config, tiny_tokenizer
@@ -129,12 +130,13 @@ def goalrm_engine(config, batch, total_steps, zero_stage):
 def goalrm_step(engine, pairs, lengths, step, batch, loss_cfg, gen, pad_id, packing):
     """The body of goalrm/train/loop.py for one micro-step on one worker."""
     idx = micro_batch_indices(step, 0, 0, 1, len(pairs), batch, 1, SEED, lengths)
-    b, packed = collate_for_model([pairs[i] for i in idx], pad_id, "cpu", packing)
-    out = engine(b["input_ids"], b["attention_mask"], with_reps=True, packed=packed)
-    loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], loss_cfg, generator=gen)
+    mb = collate_for_model([pairs[i] for i in idx], pad_id, packing).to(engine.device)
+    b = mb.padded
+    out = engine(b["input_ids"], b["attention_mask"], with_reps=True, packed=mb.packed)
+    loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], loss_cfg, gen, b["rejected_divergence"])
     engine.backward(loss)
     engine.step()
-    return len(idx), int(b["attention_mask"].sum()), (b["attention_mask"] if packed is None else packed.input_ids).numel()
+    return mb.pairs, mb.tokens, mb.slots
 
 
 def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
@@ -155,7 +157,7 @@ def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
         return out
 
     lengths = pair_lengths(pool)
-    gens = {name: torch.Generator().manual_seed(SEED) for name in goalrm_names}
+    gens = {name: sampling_generator(SEED, 0, engine.device) for name in goalrm_names}
     loss_cfgs = {name: LossConfig(contrastive_weight=GOALRM[name][0]) for name in goalrm_names}
 
     class Alternate(TrainerCallback):

@@ -74,9 +74,12 @@ def _export(args) -> int:
 
 
 def _eval(args) -> int:
+    from goalrm.device import resolve_device
     from goalrm.eval_cli import run_eval
 
-    metrics = run_eval(args.model, args.data, args.output_json, batch_size=args.batch_size, max_length=args.max_length)
+    metrics = run_eval(
+        args.model, args.data, args.output_json, args.batch_size, args.max_length, resolve_device(args.device), args.dtype
+    )
     print(format_eval(metrics))
     return 0
 
@@ -90,11 +93,15 @@ def format_eval(m: dict) -> str:
 
 
 def _steer(args) -> int:
+    from goalrm.device import resolve_device
     from goalrm.steer import SteerSettings
     from goalrm.steer_cli import format_summary, parse_modes, run_steer
 
     settings = SteerSettings(args.candidates, args.step_tokens, args.max_new_tokens, args.seed)
-    rows = run_steer(args.policy, args.rm, args.prompts, settings, parse_modes(args.modes), args.goal, args.output)
+    rows = run_steer(
+        args.policy, args.rm, args.prompts, settings, parse_modes(args.modes), args.goal, args.output,
+        device=resolve_device(args.device),
+    )
     if not args.output:
         print("\n".join(json.dumps(r) for r in rows))
     print(format_summary(rows), file=sys.stdout if args.output else sys.stderr)
@@ -102,9 +109,12 @@ def _steer(args) -> int:
 
 
 def _report(args) -> int:
+    from goalrm.device import resolve_device
     from goalrm.report.build import build_report
 
-    metrics = build_report(args.run, args.data, args.output, args.samples, args.batch_size, args.max_length)
+    metrics = build_report(
+        args.run, args.data, args.output, args.samples, args.batch_size, args.max_length, resolve_device(args.device)
+    )
     print(format_eval(metrics))
     print(f"report written to {args.output}")
     return 0
@@ -177,6 +187,7 @@ def _scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="JSONL/Parquet preference pairs, or 'synthetic' for the held-out demo split")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: the GPU when torch sees one")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="pairwise accuracy, AUROC and prefix AUROC of Q-values on preference pairs")
     e.add_argument("--model", required=True, help="an exported model folder (OUTPUT_DIR/model)")
     _scoring_args(e)
+    e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the weights are read in this dtype")
     e.add_argument("--output-json", help="write the metrics here")
     e.set_defaults(func=_eval)
 
@@ -227,9 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--candidates", type=int, default=8, help="K chunks sampled per step when steering")
     g.add_argument("--step-tokens", type=int, default=8, help="N policy tokens per chunk")
     g.add_argument("--max-new-tokens", type=int, default=128)
-    g.add_argument("--goal", help="safetensors with tensor 'goal' [H] (default: the export's goal_state.safetensors)")
+    g.add_argument("--goal", help="safetensors with tensor 'goal' of the representation size (default: the export's goal_state.safetensors)")
     g.add_argument("--modes", default="steer,sample,greedy", help="comma-separated: steer, sample (K=1), greedy")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="policy and reward model; auto: the GPU when torch sees one")
     g.add_argument("--output", help="JSONL: prompt, mode, text, final_q, q_trace per step (default: stdout)")
     g.set_defaults(func=_steer)
 
@@ -310,6 +323,9 @@ def main(argv=None) -> int:
     except (ConfigError, BadRowError, FileNotFoundError, FileExistsError) as e:
         print(f"goalrm: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # a training run stopped on a NaN or infinite loss; not retried
+        print(f"goalrm: error: training stopped: {e}", file=sys.stderr)
+        return 1
 
 
 def job_main(command: str) -> int:

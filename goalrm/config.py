@@ -85,6 +85,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     log_every: int = 10
     eval_every: int = 50
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = at every eval (the last step always checkpoints)
     eval_batch_size: int = 32
     seed: int = 0
     max_failures: int = 3  # worker-group restarts from the last checkpoint; -1: unlimited
@@ -92,8 +93,19 @@ class TrainConfig:
     offload_optimizer: bool = False  # optimizer state and step on the CPU (DeepSpeedCPUAdam); ZeRO 1-3
     offload_params: bool = False  # parameters on the CPU between uses; ZeRO-3 only
     deepspeed_config: str = ""  # a DeepSpeed JSON merged into goalrm's; conflicting keys are an error
+    # Ray resources of one training worker, e.g. {CPU: 8, GPU: 1, accelerator_type:H100: 0.001};
+    # {} = {CPU: 1}, plus {GPU: 1} with use_gpu. `goalrm train` and `goalrm tune` both ask for this.
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
+        for name, amount in self.resources_per_worker.items():
+            if amount < 0:
+                raise ValueError(f"train.resources_per_worker.{name} must be >= 0, got {amount}")
+        gpus = self.resources_per_worker.get("GPU", 0)
+        if self.use_gpu and "GPU" in self.resources_per_worker and gpus <= 0:
+            raise ValueError("train.use_gpu is true but train.resources_per_worker.GPU is 0")
+        if gpus > 0 and not self.use_gpu:
+            raise ValueError("train.resources_per_worker asks for a GPU: set train.use_gpu: true as well")
         if self.max_failures < -1:
             raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if self.zero_stage not in (0, 1, 2, 3):
@@ -107,12 +119,27 @@ class TrainConfig:
         for name in ("num_workers", "max_steps", "micro_batch_size", "grad_accum", "log_every", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"train.checkpoint_every must be >= 0 (0: at every eval), got {self.checkpoint_every}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.warmup_steps > self.max_steps:
             raise ValueError("train.lr must be > 0 and 0 <= train.warmup_steps <= train.max_steps")
 
     @property
     def global_batch_size(self) -> int:
         return self.micro_batch_size * self.grad_accum * self.num_workers
+
+    def worker_resources(self) -> dict[str, float]:
+        """What one training worker asks Ray for."""
+        default = {"CPU": 1.0, **({"GPU": 1.0} if self.use_gpu else {})}
+        return {**default, **self.resources_per_worker} if self.resources_per_worker else default
+
+    def is_checkpoint_step(self, step: int) -> bool:
+        """Steps counted from 1; the last one always checkpoints, since it carries the export."""
+        every = self.checkpoint_every or self.eval_every
+        return step % every == 0 or step == self.max_steps
+
+    def is_eval_step(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.max_steps
 
 
 @dataclass(frozen=True)
@@ -173,6 +200,11 @@ def _coerce(value, tp, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return _build(tp, value, where)
+    if origin is dict:  # dict[str, float], e.g. resources from a YAML mapping
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_coerce(k, key_tp, f"{where} key"): _coerce(v, value_tp, f"{where}.{k}") for k, v in value.items()}
     if origin is tuple:  # tuple[str, ...] from a YAML list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

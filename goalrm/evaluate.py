@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from goalrm.data.batch import collate_pairs
-from goalrm.data.pack import collate_for_model
+from goalrm.data.model_batch import collate_for_model
+from goalrm.localization import localization
 from goalrm.metrics import chosen_rejected_auroc, pairwise_accuracy
 from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
 
@@ -20,9 +22,9 @@ class PairScores:
     r_rejected: list = field(default_factory=list)
     prefix_q_chosen: dict = field(default_factory=lambda: {f: [] for f in PREFIX_FRACTIONS})
     prefix_q_rejected: dict = field(default_factory=lambda: {f: [] for f in PREFIX_FRACTIONS})
-    q_before_error: list = field(default_factory=list)  # rejected rows with a known first wrong token
-    q_after_error: list = field(default_factory=list)
-    q_after_error_chosen: list = field(default_factory=list)  # the chosen solution over the same positions
+    q_chosen: list = field(default_factory=list)  # per pair, Q at each chosen completion token
+    q_rejected: list = field(default_factory=list)
+    first_error: list = field(default_factory=list)  # per pair, the rejected completion's first wrong token, or None
 
     def extend(self, other: "PairScores") -> "PairScores":
         self.r_chosen += other.r_chosen
@@ -30,48 +32,59 @@ class PairScores:
         for f in PREFIX_FRACTIONS:
             self.prefix_q_chosen[f] += other.prefix_q_chosen[f]
             self.prefix_q_rejected[f] += other.prefix_q_rejected[f]
-        self.q_before_error += other.q_before_error
-        self.q_after_error += other.q_after_error
-        self.q_after_error_chosen += other.q_after_error_chosen
+        self.q_chosen += other.q_chosen
+        self.q_rejected += other.q_rejected
+        self.first_error += other.first_error
         return self
 
 
 def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device, packing: bool = False):
-    """Per batch: (pairs in it, collated batch, RewardOutput, Q-values [2n, T] or None); chosen rows first."""
+    """Per batch: (pairs in it, padded batch on `device`, RewardOutput, Q-values [2n, T] or None); chosen rows first."""
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
-        batch, packed = collate_for_model(chunk, pad_id, device, packing)
-        res = model(batch["input_ids"], batch["attention_mask"], with_reps=goal is not None, packed=packed)
+        mb = collate_for_model(chunk, pad_id, packing).to(device)
+        batch = mb.padded
+        res = model(batch["input_ids"], batch["attention_mask"], with_reps=goal is not None, packed=mb.packed)
         yield len(chunk), batch, res, None if goal is None else q_values(res.reps, goal.to(device))
 
 
 @torch.no_grad()
 def score_pairs(
-    model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu", packing: bool = False
+    model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu", packing: bool = False,
+    n_real: int | None = None,
 ) -> PairScores:
-    """`model(input_ids, attention_mask, with_reps=True)` returns a RewardOutput (a RewardModel or a DeepSpeed engine)."""
+    """`model(input_ids, attention_mask, with_reps=True)` returns a RewardOutput (a RewardModel or a DeepSpeed engine).
+
+    Only the first `n_real` pairs count (default: all): the rest pad a rank's shard so that every rank
+    runs the same forwards (`goalrm.data.sampler.even_shard`). One host copy per batch, none per row."""
     out = PairScores()
+    n_real = len(pairs) if n_real is None else n_real
+    done = 0
     for n, batch, res, q in _forward(model, pairs, pad_id, batch_size, goal, device, packing):
-        out.r_chosen += res.rewards[:n].float().cpu().tolist()
-        out.r_rejected += res.rewards[n:].float().cpu().tolist()
+        keep = max(0, min(n, n_real - done))
+        done += n
+        rows = torch.cat([torch.arange(keep), n + torch.arange(keep)]).to(res.rewards.device)
+        found = {"rewards": res.rewards[rows].float()}
+        if q is not None:
+            found["q"], start, end = q[rows], batch["completion_start"][rows], batch["completion_end"][rows]
+            for f in PREFIX_FRACTIONS:
+                found[f] = prefix_mean_q(found["q"], start, end, f)
+            found["spans"], found["error"] = torch.stack([start, end], 1), batch["first_error"][:keep]
+        found = {k: v.cpu() for k, v in found.items()}  # the batch's one host sync
+        r = found["rewards"].tolist()
+        out.r_chosen += r[:keep]
+        out.r_rejected += r[keep:]
         if q is None:
             continue
-        start, end = batch["completion_start"], batch["completion_end"]
         for f in PREFIX_FRACTIONS:
-            pq = prefix_mean_q(q, start, end, f).cpu()
-            out.prefix_q_chosen[f] += pq[:n].tolist()
-            out.prefix_q_rejected[f] += pq[n:].tolist()
-        err = batch["first_error"]
-        q_rej, s_rej, e_rej = q[n:], start[n:], end[n:]
-        for j in torch.nonzero(err >= 0).flatten().tolist():
-            # right padding and a shared prompt put chosen and rejected tokens at the same positions
-            before = q_rej[j, s_rej[j] : err[j]]
-            after = q_rej[j, err[j] : e_rej[j]]
-            after_chosen = q[j, err[j] : end[j]]
-            if len(before) and len(after) and len(after_chosen):
-                out.q_before_error.append(float(before.mean()))
-                out.q_after_error.append(float(after.mean()))
-                out.q_after_error_chosen.append(float(after_chosen.mean()))
+            pq = found[f].tolist()
+            out.prefix_q_chosen[f] += pq[:keep]
+            out.prefix_q_rejected[f] += pq[keep:]
+        spans, tokens = found["spans"].tolist(), [found["q"][j, a:e].tolist() for j, (a, e) in enumerate(found["spans"].tolist())]
+        out.q_chosen += tokens[:keep]
+        out.q_rejected += tokens[keep:]
+        # offsets into the rejected completion; -1 (unknown) becomes None
+        out.first_error += [e - spans[keep + j][0] if e >= 0 else None for j, e in enumerate(found["error"].tolist())]
     return out
 
 
@@ -81,7 +94,8 @@ def token_q_values(model, pairs, pad_id: int, goal: torch.Tensor, batch_size: in
     out = []
     for n, batch, _, q in _forward(model, pairs, pad_id, batch_size, goal, device):
         lengths = batch["attention_mask"].sum(1).tolist()  # right padding: real tokens come first
-        rows = [q[j, : lengths[j]].cpu().tolist() for j in range(2 * n)]
+        q = q.cpu()
+        rows = [q[j, : lengths[j]].tolist() for j in range(2 * n)]
         out += list(zip(rows[:n], rows[n:]))
     return out
 
@@ -102,35 +116,38 @@ def summarize(scores: PairScores) -> dict:
         metrics["q_gap"] = float(
             torch.tensor(scores.prefix_q_chosen[1.0]).mean() - torch.tensor(scores.prefix_q_rejected[1.0]).mean()
         )
-    if scores.q_before_error:
-        metrics["q_before_error"] = float(torch.tensor(scores.q_before_error).mean())
-        metrics["q_after_error"] = float(torch.tensor(scores.q_after_error).mean())
-        metrics["q_after_error_chosen"] = float(torch.tensor(scores.q_after_error_chosen).mean())
+    known = [(e, c, r) for e, c, r in zip(scores.first_error, scores.q_chosen, scores.q_rejected) if e is not None and 0 < e < len(r) and e < len(c)]
+    if known:  # mean Q of the rejected before and after its first wrong token, and of the chosen after that offset
+        metrics["q_before_error"] = float(np.mean([np.mean(r[:e]) for e, _, r in known]))
+        metrics["q_after_error"] = float(np.mean([np.mean(r[e:]) for e, _, r in known]))
+        metrics["q_after_error_chosen"] = float(np.mean([np.mean(c[e:]) for e, c, _ in known]))
+    if scores.q_chosen:
+        metrics["localization"] = localization(scores.q_chosen, scores.q_rejected, scores.first_error)
     return metrics
 
 
 @torch.no_grad()
-def goal_and_reward_stats(model, pairs, pad_id: int, batch_size: int, device="cpu"):
-    """Sums for the goal state (mean final-token representation of preferred completions) and
-    for the reward mean/std; sums so that workers can all-reduce them."""
-    rep_sum, count, r_sum, r_sqsum = None, 0, 0.0, 0.0
+def goal_and_reward_stats(model, pairs, pad_id: int, batch_size: int, device="cpu", n_real: int | None = None):
+    """Sums for the goal state (mean final-token representation of preferred completions) and for the
+    reward mean/std, as float64 tensors on `device`: (rep_sum [D], count, r_sum, r_sqsum), so that workers
+    can all-reduce them. Only the first `n_real` pairs count (see `score_pairs`)."""
+    n_real = len(pairs) if n_real is None else n_real
+    rep_sum, stats = None, torch.zeros(3, dtype=torch.float64, device=device)
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
-        n = len(chunk)
+        n, keep = len(chunk), max(0, min(len(chunk), n_real - i))
         batch = {k: v.to(device) for k, v in collate_pairs(chunk, pad_id).items()}
         res = model(batch["input_ids"], batch["attention_mask"], with_reps=True)
-        final = final_token_reps(res.reps[:n], res.last_index[:n]).float().sum(0)
+        final = final_token_reps(res.reps[:keep], res.last_index[:keep]).double().sum(0)
         rep_sum = final if rep_sum is None else rep_sum + final
-        count += n
-        r = res.rewards.double()
-        r_sum += float(r.sum())
-        r_sqsum += float((r * r).sum())
-    return rep_sum, count, r_sum, r_sqsum
+        r = torch.cat([res.rewards[:keep], res.rewards[n : n + keep]]).double()
+        stats += torch.stack([torch.tensor(float(keep), dtype=torch.float64, device=device), r.sum(), (r * r).sum()])
+    return rep_sum, *stats.unbind()
 
 
-def goal_and_reward_summary(rep_sum: torch.Tensor, count: float, r_sum: float, r_sqsum: float):
+def goal_and_reward_summary(rep_sum: torch.Tensor, count, r_sum, r_sqsum):
     """(goal state, reward mean, reward std) from the (all-reduced) sums of `goal_and_reward_stats`."""
+    count, r_sum, r_sqsum = float(count), float(r_sum), float(r_sqsum)
     n_rewards = 2 * count  # chosen and rejected
     mean = r_sum / n_rewards
-    return rep_sum.float() / count, mean, max(r_sqsum / n_rewards - mean**2, 0.0) ** 0.5
-
+    return (rep_sum / count).float(), mean, max(r_sqsum / n_rewards - mean**2, 0.0) ** 0.5

@@ -1,17 +1,15 @@
 """LoRA on the backbone through peft; the reward head and projection head stay fully trainable.
 
 The export merges the adapters into plain weights, so it loads like a full fine-tune; the adapter
-alone can be saved beside it.
+alone can be saved beside it. Both work from a state dict, which a ZeRO-3 run gathers on rank 0.
 """
 
-import copy
 import os
 from dataclasses import dataclass
 
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import AutoModelForSequenceClassification
 
 ADAPTER_DIR = "adapter"  # inside the export folder: peft's adapter files plus the heads
 ADAPTER_HEADS_FILE = "goalrm_heads.safetensors"
@@ -47,21 +45,36 @@ def add_lora(model, settings: LoraSettings):
     return model
 
 
-def merge_for_export(model, state: dict[str, torch.Tensor], adapter_dir: str | None = None):
-    """A plain (LoRA-free) copy of `model` holding `state` with the adapters merged in, and its state dict.
+def merge_lora(state: dict[str, torch.Tensor], settings: LoraSettings) -> dict[str, torch.Tensor]:
+    """A reward model's state dict with the adapters merged into plain weights, W + (alpha / r) B A, and
+    peft's wrapping names undone. Works on tensors alone, so a large export never builds a second model."""
+    scale = settings.alpha / settings.rank
+    out = {}
+    for key, value in state.items():
+        if ".lora_A." in key or ".lora_B." in key:
+            continue
+        name = key.replace("backbone.base_model.model.", "backbone.", 1)
+        if key.endswith(".base_layer.weight"):
+            stem = key[: -len(".base_layer.weight")]
+            a, b = state[f"{stem}.lora_A.default.weight"], state[f"{stem}.lora_B.default.weight"]
+            delta = (b.float() @ a.float()) * scale
+            value = (value.float() + delta).to(value.dtype)
+            name = name.replace(".base_layer.weight", ".weight")
+        elif key.endswith(".base_layer.bias"):
+            name = name.replace(".base_layer.bias", ".bias")
+        out[name] = value
+    return out
 
-    Works from a state dict, so a ZeRO-3 export can pass its gathered parameters; the live module
-    is left untouched. With `adapter_dir`, the adapter alone (peft's adapter_config.json and
-    adapter_model.safetensors) and the heads it needs to score are written there first.
-    """
-    from goalrm.model import RewardModel
 
-    fresh = RewardModel(AutoModelForSequenceClassification.from_config(model.config), model.heads)
-    fresh.backbone = get_peft_model(fresh.backbone, copy.deepcopy(model.backbone.peft_config["default"]))
-    fresh.load_state_dict(state, strict=True)
-    if adapter_dir is not None:
-        fresh.backbone.save_pretrained(adapter_dir, safe_serialization=True)
-        heads = {k: v.contiguous() for k, v in state.items() if k.startswith(("head.", "projection."))}
-        save_file(heads, os.path.join(adapter_dir, ADAPTER_HEADS_FILE))
-    fresh.backbone = fresh.backbone.merge_and_unload()
-    return fresh, fresh.state_dict()
+def save_adapter(backbone, state: dict[str, torch.Tensor], adapter_dir: str) -> None:
+    """The adapter alone, as peft saves it (adapter_config.json, adapter_model.safetensors), plus the
+    heads it needs to score. `backbone` is the live peft model (for its config); `state` the reward model's."""
+    from peft import get_peft_model_state_dict
+
+    os.makedirs(adapter_dir, exist_ok=True)
+    inner = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    adapter = get_peft_model_state_dict(backbone, state_dict=inner)
+    save_file({k: v.contiguous() for k, v in adapter.items()}, os.path.join(adapter_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
+    backbone.peft_config["default"].save_pretrained(adapter_dir)
+    heads = {k: v.contiguous() for k, v in state.items() if k.startswith(("head.", "projection."))}
+    save_file(heads, os.path.join(adapter_dir, ADAPTER_HEADS_FILE))

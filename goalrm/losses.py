@@ -25,21 +25,29 @@ def _unit(x: Tensor) -> Tensor:
     return F.normalize(x.float(), dim=-1, eps=COS_EPS)
 
 
-def paper_contrastive_loss(src: Tensor, goal_pos: Tensor, src_neg: Tensor, goal_neg: Tensor) -> Tensor:
+def _cos(src: Tensor, goal: Tensor, matched: bool) -> Tensor:
+    """Cosines of src [B, S, H] with goals [B, G, H]: every source x goal [B, S, G], or, `matched`,
+    source k with goal k [B, S, 1] (a single mean goal is every source's own)."""
+    if matched and goal.shape[1] == src.shape[1]:
+        return (_unit(src) * _unit(goal)).sum(-1, keepdim=True)
+    return _unit(src) @ _unit(goal).mT
+
+
+def paper_contrastive_loss(src: Tensor, goal_pos: Tensor, src_neg: Tensor, goal_neg: Tensor, matched: bool = False) -> Tensor:
     """-log mean σ(cos(src, goal_pos)) - log(1 - mean σ(cos(src_neg, goal_neg))), batch-averaged.
 
-    src [B, S, H] against goals [B, G, H] over all S x G pairs of a row (G may be 1).
+    The means run over every source x goal pair of a row, or, `matched`, over each source with its own goal.
     """
-    pos = torch.sigmoid(_unit(src) @ _unit(goal_pos).mT).mean((1, 2))
+    pos = torch.sigmoid(_cos(src, goal_pos, matched)).mean((1, 2))
     # 1 - mean σ(c) == mean σ(-c): the same value without the cancellation of 1 - x
-    neg = torch.sigmoid(-(_unit(src_neg) @ _unit(goal_neg).mT)).mean((1, 2))
+    neg = torch.sigmoid(-_cos(src_neg, goal_neg, matched)).mean((1, 2))
     return -(pos.log() + neg.log()).mean()
 
 
-def infonce_contrastive_loss(src: Tensor, goal_pos: Tensor, goal_neg: Tensor, temperature: float = 0.1) -> Tensor:
+def infonce_contrastive_loss(src: Tensor, goal_pos: Tensor, goal_neg: Tensor, temperature: float = 0.1, matched: bool = False) -> Tensor:
     """InfoNCE per (row, source, positive goal) against every rejected-token goal in the batch."""
     s = _unit(src)
-    pos = s @ _unit(goal_pos).mT / temperature  # [B, S, G]
+    pos = _cos(src, goal_pos, matched) / temperature  # [B, S, G] or [B, S, 1]
     neg = s @ _unit(goal_neg).flatten(0, 1).T / temperature  # [B, S, B*U']: all rows' rejected tokens
     # -log softmax([pos, negs])[0] = log(1 + Σ e^(neg - pos)) = softplus(logsumexp(neg) - pos),
     # exact even when the loss is tiny; the negatives are shared by every goal
@@ -72,17 +80,21 @@ def reward_model_loss(
     completion_end: Tensor,
     cfg: LossConfig,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """Total loss BT + λ·contrastive for rewards [2B] and hidden [2B, T, H] (B chosen rows, then B rejected)."""
+    rejected_divergence: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss BT + λ·contrastive for rewards [2B] and hidden [2B, T, H] (B chosen rows, then B rejected).
+    `rejected_divergence` is the batch's (collate_pairs), for `loss.sampling.negatives: divergent`."""
     b = rewards.shape[0] // 2
     bt = bradley_terry(rewards[:b], rewards[b:], cfg.margin)
-    contrastive = torch.zeros((), device=bt.device)
+    contrastive = torch.zeros((), dtype=torch.float32, device=bt.device)
     if cfg.contrastive_weight > 0:  # λ = 0 must not pay for sampling or similarities
-        s = sample_states(hidden, completion_start, completion_end, cfg.sampling, generator)
+        s = sample_states(hidden, completion_start, completion_end, cfg.sampling, generator, rejected_divergence)
+        matched = cfg.sampling.pairing == "per_source"
         if cfg.form == "paper":
-            contrastive = paper_contrastive_loss(s.src, s.goal_pos, s.src_neg, s.goal_neg)
+            contrastive = paper_contrastive_loss(s.src, s.goal_pos, s.src_neg, s.goal_neg, matched)
         else:
-            contrastive = infonce_contrastive_loss(s.src, s.goal_pos, s.goal_neg, cfg.temperature)
+            contrastive = infonce_contrastive_loss(s.src, s.goal_pos, s.goal_neg, cfg.temperature, matched)
     total = bt + cfg.contrastive_weight * contrastive
-    values = torch.stack([total.detach().float(), bt.detach().float(), contrastive.detach().float()]).tolist()
-    return total, dict(zip(("loss", "bt_loss", "contrastive_loss"), values))  # one device sync, not three
+    # detached fp32 tensors on the step's device: reading them (a host sync) is the caller's choice
+    parts = {"loss": total.detach().float(), "bt_loss": bt.detach().float(), "contrastive_loss": contrastive.detach().float()}
+    return total, parts

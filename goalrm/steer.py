@@ -4,8 +4,6 @@ highest Q-value toward the goal state. Greedy and plain sampling run through the
 from dataclasses import dataclass
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from goalrm.backbones import resolve
@@ -41,32 +39,19 @@ class Decoded:
     stopped: str  # "eos" | "length"
 
 
-def load_goal(path: str, hidden_size: int) -> torch.Tensor:
-    try:
-        tensors = load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise ConfigError(f"--goal {path}: not a readable safetensors file ({e})") from None
-    if "goal" not in tensors:
-        raise ConfigError(f"--goal {path}: no tensor named 'goal' (found {sorted(tensors)})")
-    goal = tensors["goal"]
-    if goal.shape != (hidden_size,):
-        raise ConfigError(f"--goal {path}: tensor 'goal' has shape {list(goal.shape)}, the reward model needs [{hidden_size}]")
-    return goal.float()
-
-
 @torch.no_grad()
 def final_q(rm, tokenizer, goal: torch.Tensor, texts: list[str]) -> torch.Tensor:
     """Q-value of each text's last token toward `goal`, all texts in one forward: [len(texts)].
 
     Texts are tokenized as training tokenizes prompt + completion (the tokenizer's own special
     tokens), so the last token is the one the goal state was taken from."""
-    enc = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt")
+    enc = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt").to(goal.device)
     out = rm(enc["input_ids"], enc["attention_mask"], with_reps=True)
     return q_values(final_token_reps(out.reps, out.last_index).unsqueeze(1), goal)[:, 0]
 
 
-def load_policy(name_or_path: str, trust_remote_code: bool = False):
-    """(causal LM, tokenizer). `tiny` is the tiny preset with fixed random weights: a smoke-test policy."""
+def load_policy(name_or_path: str, trust_remote_code: bool = False, device="cpu"):
+    """(causal LM on `device`, tokenizer). `tiny` is the tiny preset with fixed random weights: a smoke-test policy."""
     tokenizer = load_tokenizer(name_or_path, trust_remote_code)
     if name_or_path == TINY_NAME:
         with torch.random.fork_rng():
@@ -74,7 +59,7 @@ def load_policy(name_or_path: str, trust_remote_code: bool = False):
             model = AutoModelForCausalLM.from_config(tiny_config())
     else:
         model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path), trust_remote_code=trust_remote_code)
-    return model.eval(), tokenizer
+    return model.to(device).eval(), tokenizer
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
@@ -111,7 +96,7 @@ def decode(policy, tokenizer, score, prompt: str, mode: str, settings: SteerSett
     start = prompt_ids(tokenizer, prompt)
     new, trace, stopped = [], [], "length"
     while len(new) < settings.max_new_tokens:
-        ids = torch.tensor([start + new])
+        ids = torch.tensor([start + new], device=policy.device)
         out = policy.generate(
             ids,
             attention_mask=torch.ones_like(ids),
@@ -120,7 +105,7 @@ def decode(policy, tokenizer, score, prompt: str, mode: str, settings: SteerSett
             num_return_sequences=k,
             pad_token_id=pad,
         )
-        chunks = [_until_eos(row[ids.shape[1] :].tolist(), eos) for row in out]
+        chunks = [_until_eos(row, eos) for row in out[:, ids.shape[1] :].tolist()]  # one host copy
         q = score([prompt + tokenizer.decode(new + c, skip_special_tokens=True) for c, _ in chunks])
         best = int(q.argmax())
         chunk, ended = chunks[best]

@@ -9,8 +9,9 @@ from functools import partial
 from goalrm.config import ConfigError
 from goalrm.data.errors import BadRowError
 from goalrm.data.formats import records
-from goalrm.model import load_reward_model
-from goalrm.steer import MODES, decode_all, final_q, load_goal, load_policy
+from goalrm.atomic import write_text
+from goalrm.export import load_goal, load_reward_model, representation_dim
+from goalrm.steer import MODES, decode_all, final_q, load_policy
 
 
 def read_prompts(path: str) -> list[str]:
@@ -41,23 +42,20 @@ def parse_modes(spec: str) -> tuple[str, ...]:
     return modes
 
 
-def run_steer(policy_name: str, rm_dir: str, prompts_path: str, settings, modes=MODES, goal_path=None, output=None, trust_remote_code=False):
+def run_steer(
+    policy_name: str, rm_dir: str, prompts_path: str, settings, modes=MODES, goal_path=None, output=None,
+    trust_remote_code=False, device="cpu",
+):
     """Decodes every prompt in every mode; writes JSONL to `output` atomically; returns the rows."""
     prompts = read_prompts(prompts_path)
-    rm, rm_tokenizer, goal, _ = load_reward_model(rm_dir, trust_remote_code)
-    if goal_path:
-        goal = load_goal(goal_path, rm.config.get_text_config().hidden_size)
-    if goal is None:
-        raise FileNotFoundError(f"{rm_dir} has no goal_state.safetensors; pass --goal FILE")
-    policy, tokenizer = load_policy(policy_name, trust_remote_code)
+    rm, rm_tokenizer, model_goal, _ = load_reward_model(rm_dir, trust_remote_code, device=device)
+    goal = load_goal(goal_path, model_goal, representation_dim(rm)).to(device)
+    policy, tokenizer = load_policy(policy_name, trust_remote_code, device=device)
     score = partial(final_q, rm, rm_tokenizer, goal)
     rows = [asdict(d) for d in decode_all(policy, tokenizer, score, prompts, modes, settings)]
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        tmp = output + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-        os.replace(tmp, output)
+        write_text(output, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 

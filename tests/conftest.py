@@ -49,7 +49,8 @@ def ray_session():
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
     """An export of the tiny preset (seed 0) with a goal state, as `goalrm train` writes one."""
-    from goalrm.model import build_model, save_reward_model
+    from goalrm.export import save_reward_model
+    from goalrm.model import build_model
     from goalrm.tiny import tiny_tokenizer
 
     torch.manual_seed(0)

@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from goalrm import backbones
 from goalrm.cli import main
 from goalrm.config import ConfigError, load_config
-from goalrm.model import build_model, load_tokenizer, save_reward_model
+from goalrm.export import save_reward_model
+from goalrm.model import build_model, load_tokenizer
 
 
 def _installed() -> bool:

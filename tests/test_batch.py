@@ -61,3 +61,20 @@ def test_bad_arguments():
         collate_pairs([tp], PAD, padding_side="middle")
     with pytest.raises(ValueError, match="at least one"):
         collate_pairs([], PAD)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_rejected_divergence_is_where_the_rejected_stops_copying_the_chosen(side):
+    tok = tiny_tokenizer()
+    raw = [
+        PreferencePair("Q: ", "12+3=15. So 15", "12+3=16. So 16"),  # byte tokens: differ at "6", offset 6
+        PreferencePair("Q: ", "yes", "no"),  # no shared prefix: the completion's start
+        PreferencePair("Q: ", "abc", "ab"),  # a prefix of the chosen: differs at its trailing <eos>
+    ]
+    tp = tokenize_pairs(raw, tok, max_length=64)[0]
+    b = collate_pairs(tp, PAD, padding_side=side)
+    rows = b["input_ids"][3:]
+    div = b["rejected_divergence"]
+    assert div[0] - b["completion_start"][3] == 6 and tok.decode(rows[0, div[0]]) == "6"
+    assert div[1] == b["completion_start"][4]
+    assert tok.decode(rows[2, div[2]]) == "<eos>"

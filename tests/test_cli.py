@@ -3,7 +3,8 @@ import json
 import pytest
 
 from goalrm.cli import main
-from goalrm.model import build_model, save_reward_model
+from goalrm.export import save_reward_model
+from goalrm.model import build_model
 from goalrm.tiny import tiny_tokenizer
 
 

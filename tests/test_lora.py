@@ -12,7 +12,8 @@ from goalrm.data.batch import collate_pairs
 from goalrm.data.load import load_tokenized
 from goalrm.lora import ADAPTER_DIR, ADAPTER_HEADS_FILE, LoraSettings
 from goalrm.losses import reward_model_loss
-from goalrm.model import HeadConfig, build_model, load_tokenizer, save_reward_model
+from goalrm.export import save_reward_model
+from goalrm.model import HeadConfig, build_model, load_tokenizer
 
 LORA = LoraSettings(rank=4, alpha=8.0, target_modules=("q_proj", "v_proj", "down_proj"))
 TEXTS = ["Ann has 3 pens, buys 2. How many?\n3+2=5\nAnswer: 5", "Ben has 9 eggs, gives 4.\n9-4=5\nAnswer: 5"]

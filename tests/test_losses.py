@@ -14,6 +14,8 @@ from goalrm.losses import (
 )
 from goalrm.sampling import SamplingConfig, sample_states
 
+from helpers import drawn_positions
+
 
 def sig(x: float) -> float:
     return 1 / (1 + math.exp(-x))
@@ -144,7 +146,8 @@ def test_lambda_zero_is_pure_bradley_terry(monkeypatch):
     rewards, hidden, start, end = make_batch()
     total, parts = reward_model_loss(rewards, hidden, start, end, LossConfig(contrastive_weight=0.0, margin=0.2))
     assert total.item() == pytest.approx(bradley_terry(rewards[:3], rewards[3:], 0.2).item())
-    assert parts == {"loss": pytest.approx(total.item()), "bt_loss": pytest.approx(total.item()), "contrastive_loss": 0.0}
+    values = {k: float(v) for k, v in parts.items()}
+    assert values == {"loss": pytest.approx(total.item()), "bt_loss": pytest.approx(total.item()), "contrastive_loss": 0.0}
     g_rewards, g_hidden = torch.autograd.grad(total, [rewards, hidden], allow_unused=True)
     assert g_hidden is None and g_rewards.abs().sum() > 0
 
@@ -155,7 +158,9 @@ def test_total_is_bt_plus_weighted_contrastive(form, goal):
     rewards, hidden, start, end = make_batch()
     cfg = LossConfig(contrastive_weight=0.3, form=form, temperature=0.2, sampling={"goal": goal, "strategy": "late"})
     total, parts = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(5))
-    assert all(isinstance(v, float) for v in parts.values())
+    # detached fp32 tensors on the step's device: the loop reads them only at a report, not every step
+    assert all(v.dtype == torch.float32 and v.device == hidden.device and not v.requires_grad and v.dim() == 0 for v in parts.values())
+    parts = {k: float(v) for k, v in parts.items()}
     assert parts["loss"] == pytest.approx(parts["bt_loss"] + 0.3 * parts["contrastive_loss"])
     # the contrastive part is the chosen form on the states the same seed draws
     s = sample_states(hidden, start, end, cfg.sampling, torch.Generator().manual_seed(5))
@@ -174,14 +179,14 @@ def test_contrastive_gradient_reaches_only_sampled_completion_tokens(form):
     total.backward()
     touched = hidden.grad.abs().sum(-1) > 0  # [2B, T]
 
-    s = sample_states(hidden, start, end, cfg.sampling, torch.Generator().manual_seed(7))
+    pos = drawn_positions(16, start, end, cfg.sampling, seed=7)  # the same draw, read off as positions
     sampled = torch.zeros_like(touched)
     for r in range(4):
-        sampled[r, s.src_idx[r]] = True
-        sampled[r, s.goal_pos_idx[r]] = True
+        sampled[r, pos["src"][r]] = True
+        sampled[r, pos["goal_pos"][r]] = True
         if form == "paper":  # infonce has no negative-term sources
-            sampled[r, s.src_neg_idx[r]] = True
-        sampled[4 + r, s.goal_neg_idx[r]] = True
+            sampled[r, pos["src_neg"][r]] = True
+        sampled[4 + r, pos["goal_neg"][r]] = True
     assert not (touched & ~sampled).any()
     positions = torch.arange(16)[None]
     completion = (positions >= start[:, None]) & (positions < end[:, None])
@@ -202,3 +207,32 @@ def test_bf16_hidden_gives_fp32_loss():
     rewards, hidden, start, end = make_batch()
     total, _ = reward_model_loss(rewards, hidden.detach().bfloat16(), start, end, LossConfig())
     assert total.dtype == torch.float32 and torch.isfinite(total)
+
+
+def test_per_source_pairing_takes_each_source_with_its_own_goal():
+    """Hand-computed: cosines 1 and 0 on the matched pairs, -1 and 0 across them."""
+    src = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    goal = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])  # cos(s0,g0)=1, cos(s1,g1)=0.707, cos(s0,g1)=0.707, cos(s1,g0)=0
+    neg_src, neg_goal = src, torch.tensor([[[-1.0, 0.0], [0.0, -1.0]]])  # matched cos -1, -1; crossed 0, 0
+    sig = torch.sigmoid
+    c = 2**-0.5
+    matched = -(torch.log((sig(torch.tensor(1.0)) + sig(torch.tensor(c))) / 2) + torch.log(sig(torch.tensor(1.0))))
+    every = -(torch.log((sig(torch.tensor(1.0)) + 2 * sig(torch.tensor(c)) + sig(torch.tensor(0.0))) / 4)
+              + torch.log((2 * sig(torch.tensor(1.0)) + 2 * sig(torch.tensor(0.0))) / 4))
+    assert paper_contrastive_loss(src, goal, neg_src, neg_goal, matched=True).item() == pytest.approx(matched.item(), abs=1e-6)
+    assert paper_contrastive_loss(src, goal, neg_src, neg_goal).item() == pytest.approx(every.item(), abs=1e-6)
+    # a single mean goal is every source's own goal: both readings agree
+    mean_goal = goal.mean(1, keepdim=True)
+    assert paper_contrastive_loss(src, mean_goal, neg_src, neg_goal[:, :1], matched=True).item() == pytest.approx(
+        paper_contrastive_loss(src, mean_goal, neg_src, neg_goal[:, :1]).item()
+    )
+
+
+def test_pairing_switch_reaches_the_loss():
+    rewards, hidden, start, end = make_batch()
+    values = {}
+    for pairing in ("all", "per_source"):
+        cfg = LossConfig(contrastive_weight=1.0, sampling={"pairing": pairing, "sim_samples": 6})
+        _, parts = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(3))
+        values[pairing] = float(parts["contrastive_loss"])
+    assert values["all"] != pytest.approx(values["per_source"], abs=1e-4)

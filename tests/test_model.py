@@ -3,7 +3,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from goalrm.lora import LoraSettings
-from goalrm.model import HeadConfig, build_model, last_token_index, load_reward_model, save_reward_model
+from goalrm.export import load_reward_model, save_reward_model
+from goalrm.model import HeadConfig, build_model, last_token_index
 from goalrm.tiny import tiny_tokenizer
 
 TEXTS = ["Ann has 3 pens, buys 2. How many?\n3+2=5\nAnswer: 5", "Q?\n1+1=2", "Ben has 9 eggs, gives 4, gives 1. How many?\n9-4=5\n5-1=4\nAnswer: 4"]
@@ -91,3 +92,86 @@ def test_mlp_head_and_projection_round_trip(tmp_path):
 def test_load_rejects_non_goalrm_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="goalrm.json"):
         load_reward_model(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def bf16_checkpoint(tmp_path_factory):
+    """A hub-style causal-LM folder saved in bf16, as most released checkpoints are."""
+    from transformers import LlamaForCausalLM
+
+    from goalrm.tiny import tiny_config
+
+    path = tmp_path_factory.mktemp("bf16_llama")
+    LlamaForCausalLM(tiny_config()).to(torch.bfloat16).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def _loss(model, tok):
+    from goalrm.data.batch import collate_pairs
+    from goalrm.data.tokenize import tokenize_pairs
+    from goalrm.data.formats import synthetic_preference_pairs
+    from goalrm.losses import LossConfig, reward_model_loss
+
+    pairs, _ = tokenize_pairs(synthetic_preference_pairs(4, seed=0, split="train"), tok, 96)
+    b = collate_pairs(pairs, tok.pad_token_id)
+    out = model(b["input_ids"], b["attention_mask"], with_reps=True)
+    loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], LossConfig(), torch.Generator())
+    return out, loss
+
+
+def test_fp32_run_of_a_bf16_checkpoint_is_fp32_throughout(bf16_checkpoint):
+    """precision fp32 means fp32 weights: transformers 5 would load this folder as bf16 (dtype "auto")
+    under fp32 MLP and projection heads, and the first forward would fail on mixed dtypes."""
+    tok = tiny_tokenizer()
+    model = build_model(bf16_checkpoint, HeadConfig(head="mlp", projection_dim=16), tok)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    out, loss = _loss(model, tok)
+    assert out.rewards.dtype == out.reps.dtype == loss.dtype == torch.float32
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.head.parameters())
+
+
+@pytest.mark.parametrize("heads_in_bf16", [True, False], ids=["zero2-cast-all", "zero3-heads-outside-init"])
+def test_bf16_run_keeps_rewards_cosines_and_losses_fp32(bf16_checkpoint, heads_in_bf16):
+    """precision bf16: DeepSpeed casts the module to bf16 (ZeRO-1/2), or under ZeRO-3 zero.Init makes the
+    backbone bf16 while heads built outside it stay fp32. Both must run, with fp32 rewards, reps and loss."""
+    tok = tiny_tokenizer()
+    model = build_model(bf16_checkpoint, HeadConfig(head="mlp", projection_dim=16), tok)
+    model.backbone.to(torch.bfloat16)
+    if heads_in_bf16:
+        model.to(torch.bfloat16)
+    out, loss = _loss(model, tok)
+    assert out.hidden.dtype == torch.bfloat16
+    assert out.rewards.dtype == torch.float32 and loss.dtype == torch.float32
+    assert out.reps.dtype == (torch.bfloat16 if heads_in_bf16 else torch.float32)  # cosines take them in fp32
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.projection.parameters())
+
+
+def test_export_reads_weights_in_the_requested_dtype(tmp_path):
+    tok = tiny_tokenizer()
+    model = build_model("tiny", HeadConfig(head="mlp", projection_dim=16), tok).eval()
+    save_reward_model(model, tok, str(tmp_path), goal_state=torch.randn(16))
+    loaded, _, goal, _ = load_reward_model(str(tmp_path), dtype="bfloat16")
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16} and goal.dtype == torch.float32
+    ref = _rewards(model, tok, "right")
+    assert torch.allclose(_rewards(loaded, tok, "right"), ref, atol=0.1)  # bf16 rounding, not another model
+    assert _rewards(loaded, tok, "right").dtype == torch.float32
+
+
+def test_export_of_parameters_that_are_views_of_one_flat_buffer(tmp_path):
+    """DeepSpeed ZeRO-1/2 keep a worker's parameters as views into one flat buffer; safetensors refuses
+    to write such views, so the export must copy them (and only them)."""
+    tok = tiny_tokenizer()
+    model = build_model("tiny", HeadConfig(projection_dim=8), tok).eval()
+    ref = _rewards(model, tok, "right")
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().flatten() for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    save_reward_model(model, tok, str(tmp_path), goal_state=torch.randn(8))
+    loaded, _, _, _ = load_reward_model(str(tmp_path))
+    assert torch.allclose(_rewards(loaded, tok, "right"), ref, atol=1e-6)

@@ -8,7 +8,8 @@ import torch
 
 from goalrm.cli import main
 from goalrm.data.errors import BadRowError
-from goalrm.model import build_model, save_reward_model
+from goalrm.export import save_reward_model
+from goalrm.model import build_model
 from goalrm.report.build import build_report, read_metrics
 from goalrm.tiny import tiny_tokenizer
 
@@ -42,15 +43,19 @@ def test_report_has_every_part_self_contained(run):
     metrics = build_report(str(run / "run"), str(run / "pairs.jsonl"), str(out), samples=3)
     page = out.read_text()
     assert metrics["n_pairs"] == 12
-    for anchor in ("summary", "training", "auroc", "qvalues"):
+    for anchor in ("summary", "training", "auroc", "localization", "qvalues"):
         assert f'<section id="{anchor}">' in page
     assert f"<td>accuracy</td><td>{metrics['accuracy']:.3f}</td>" in page
+    # the synthetic pairs know their first wrong token: the localization panel has the numbers eval computes
+    loc = metrics["localization"]
+    assert loc["n_with_first_error"] == 12
+    assert f"<td>detected within 4 tokens of the error</td><td>{loc['detect_at_4']:.1%}</td>" in page
     # nothing to fetch: every image inline
     assert not re.search(r'(src|href)="(?!data:)', page) and "<script" not in page and "<link" not in page
     images = IMG.findall(page)
     alts = [alt for alt, _ in images]
-    assert alts[:4] == ["training curves", "AUROC against prefix", "reward histograms", "Q-value colour scale"]
-    assert alts[4:] == [f"Q along the completions of pair {i}" for i in (1, 2, 3)]
+    assert alts[:5] == ["training curves", "AUROC against prefix", "reward histograms", "error localization", "Q-value colour scale"]
+    assert alts[5:] == [f"Q along the completions of pair {i}" for i in (1, 2, 3)]
     for _, data in images:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
 

@@ -7,12 +7,7 @@ from hypothesis import strategies as st
 
 from goalrm.sampling import SamplingConfig, sample_states
 
-
-def position_hidden(rows: int, t: int, h: int = 2) -> torch.Tensor:
-    """hidden[r, t] = [r, t, ...]: a gathered state names the row and position it came from."""
-    r = torch.arange(rows, dtype=torch.float64)[:, None].expand(rows, t)
-    p = torch.arange(t, dtype=torch.float64)[None].expand(rows, t)
-    return torch.stack([r, p] + [p * 0] * (h - 2), -1)
+from helpers import drawn_positions, position_hidden
 
 
 def late_lo(start: int, end: int, cfg: SamplingConfig) -> int:
@@ -30,6 +25,10 @@ def late_lo(start: int, end: int, cfg: SamplingConfig) -> int:
         {"sim_samples": 0},
         {"unsim_samples": 0},
         {"goal": "median"},
+        {"pairing": "diagonal"},
+        {"negatives": "late"},
+        {"source_fraction": 0.0},
+        {"goal_fraction": 1.2},
     ],
 )
 def test_config_rejects_bad_values(kwargs):
@@ -51,9 +50,10 @@ def test_shapes(goal):
     g_pos, g_neg = (1, 1) if goal == "mean" else (4, 6)
     assert s.src.shape == (b, 4, h) and s.goal_pos.shape == (b, g_pos, h)
     assert s.src_neg.shape == (b, 6, h) and s.goal_neg.shape == (b, g_neg, h)
-    assert s.src_idx.shape == s.goal_pos_idx.shape == (b, 4)
-    assert s.src_neg_idx.shape == s.goal_neg_idx.shape == (b, 6)
-    assert s.src_idx.dtype == torch.long
+
+
+def window_lo(start: int, end: int, fraction: float) -> int:
+    return end - max(1, math.ceil(fraction * (end - start)))
 
 
 @st.composite
@@ -64,43 +64,41 @@ def batches(draw):
     for _ in range(2 * b):
         start = draw(st.integers(0, t - 1))
         spans.append((start, draw(st.integers(start + 1, t))))
+    fraction = st.one_of(st.none(), st.floats(0.01, 1.0))
     cfg = SamplingConfig(
         strategy=draw(st.sampled_from(["random", "late"])),
         late_fraction=draw(st.floats(0.01, 1.0)),
+        source_fraction=draw(fraction),
+        goal_fraction=draw(fraction),
         sim_samples=draw(st.integers(1, 6)),
         unsim_samples=draw(st.integers(1, 6)),
-        goal=draw(st.sampled_from(["single", "mean"])),
+        negatives=draw(st.sampled_from(["any", "divergent"])),
     )
-    return b, t, spans, cfg, draw(st.integers(0, 2**31))
+    divergence = [draw(st.integers(spans[b + r][0], spans[b + r][1])) for r in range(b)]
+    return b, t, spans, cfg, draw(st.integers(0, 2**31)), divergence
 
 
 @settings(max_examples=300, deadline=None)
 @given(batches())
-def test_indices_stay_in_their_spans(case):
-    b, t, spans, cfg, seed = case
+def test_indices_stay_in_their_windows(case):
+    b, t, spans, cfg, seed, divergence = case
     start = torch.tensor([s for s, _ in spans])
     end = torch.tensor([e for _, e in spans])
-    hidden = position_hidden(2 * b, t)
-    s = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(seed))
+    pos = drawn_positions(t, start, end, cfg, seed, torch.tensor(divergence))
     for r in range(b):
-        c_lo, c_hi = late_lo(*spans[r], cfg), spans[r][1]
-        n_lo, n_hi = late_lo(*spans[b + r], cfg), spans[b + r][1]
-        src, src_neg = s.src_idx[r].tolist(), s.src_neg_idx[r].tolist()
-        goal_pos, goal_neg = s.goal_pos_idx[r].tolist(), s.goal_neg_idx[r].tolist()
-        # sources: chosen completion (late window), never prompt or pad
-        assert all(c_lo <= i < c_hi for i in src + src_neg)
-        # positive goals: no earlier than any source, still inside the chosen completion
-        assert all(max(src) <= g < c_hi for g in goal_pos)
-        # negative goals: rejected completion (late window)
-        assert all(n_lo <= g < n_hi for g in goal_neg)
-    # the states are the ones the indices name (chosen rows 0..B-1, rejected rows B..2B-1)
-    rows = torch.arange(b)[:, None]
-    assert torch.equal(s.src, hidden[rows, s.src_idx])
-    assert torch.equal(s.src_neg, hidden[rows, s.src_neg_idx])
-    goal_pos, goal_neg = hidden[rows, s.goal_pos_idx], hidden[b + rows, s.goal_neg_idx]
-    if cfg.goal == "mean":
-        goal_pos, goal_neg = goal_pos.mean(1, keepdim=True), goal_neg.mean(1, keepdim=True)
-    assert torch.allclose(s.goal_pos, goal_pos) and torch.allclose(s.goal_neg, goal_neg)
+        (c_start, c_end), (r_start, r_end) = spans[r], spans[b + r]
+        s_lo, g_lo = window_lo(c_start, c_end, cfg.window("source")), window_lo(c_start, c_end, cfg.window("goal"))
+        n_lo = window_lo(r_start, r_end, cfg.window("goal"))
+        if cfg.negatives == "divergent" and divergence[r] < r_end:
+            n_lo = max(n_lo, divergence[r])
+        src, goal = pos["src"][r].tolist(), pos["goal_pos"][r].tolist()
+        # sources: the chosen completion's source window, never prompt or pad
+        assert all(s_lo <= i < c_end for i in src + pos["src_neg"][r].tolist())
+        for i, g in zip(src, goal):
+            # each goal: in the goal window, and strictly after its own source unless nothing is
+            assert g_lo <= g < c_end and (g > i or i == c_end - 1)
+        # negative goals: the rejected completion's goal window, from its divergence when asked
+        assert all(n_lo <= g < r_end for g in pos["goal_neg"][r].tolist())
 
 
 @pytest.mark.parametrize("strategy,fraction", [("random", 1.0), ("late", 0.5), ("late", 0.01), ("late", 1.0)])
@@ -109,26 +107,65 @@ def test_many_draws_cover_exactly_the_window(strategy, fraction):
     spans = [(3, 8), (0, 1), (2, 12), (5, 6)]  # chosen rows, then rejected rows
     cfg = SamplingConfig(strategy=strategy, late_fraction=fraction, sim_samples=2000, unsim_samples=2000)
     start, end = torch.tensor([a for a, _ in spans]), torch.tensor([e for _, e in spans])
-    s = sample_states(position_hidden(4, 12), start, end, cfg, torch.Generator().manual_seed(0))
+    pos = drawn_positions(12, start, end, cfg, seed=0)
     for r in range(2):
         c_lo, c_hi = late_lo(*spans[r], cfg), spans[r][1]
         n_lo, n_hi = late_lo(*spans[2 + r], cfg), spans[2 + r][1]
-        assert set(s.src_idx[r].tolist()) == set(range(c_lo, c_hi))
-        assert set(s.src_neg_idx[r].tolist()) == set(range(c_lo, c_hi))
-        assert set(s.goal_neg_idx[r].tolist()) == set(range(n_lo, n_hi))
-        # with this many sources the max is the last token, so every positive goal is the last token
-        assert set(s.goal_pos_idx[r].tolist()) == {c_hi - 1}
+        # sources leave the last token to the goals, unless the window is that token alone
+        assert set(pos["src"][r].tolist()) == set(range(c_lo, max(c_lo + 1, c_hi - 1)))
+        assert set(pos["src_neg"][r].tolist()) == set(range(c_lo, c_hi))
+        assert set(pos["goal_neg"][r].tolist()) == set(range(n_lo, n_hi))
+        assert set(pos["goal_pos"][r].tolist()) == set(range(min(c_lo + 1, c_hi - 1), c_hi))
+
+
+def test_each_goal_is_tied_to_its_own_source():
+    """Goals follow their own source, not the latest of all sources: early sources get early goals too."""
+    start, end = torch.tensor([0, 0]), torch.tensor([40, 40])
+    pos = drawn_positions(40, start, end, SamplingConfig(sim_samples=4000), seed=1)
+    src, goal = pos["src"][0], pos["goal_pos"][0]
+    assert (goal > src).all()
+    assert goal[src < 5].min() <= 5  # the old rule drew every goal after max(sources) = 38
+    assert goal.float().mean() < 35
+
+
+def test_divergent_negatives_skip_the_shared_prefix_and_fall_back_without_one():
+    # rejected completions: a shared prefix up to 7 | no shared prefix (divergence at its start) | a prefix of the chosen
+    start, end = torch.tensor([2, 2, 2, 2, 2, 2]), torch.tensor([12, 12, 12, 12, 12, 9])
+    cfg = SamplingConfig(unsim_samples=3000, negatives="divergent")
+    pos = drawn_positions(12, start, end, cfg, seed=2, divergence=torch.tensor([7, 2, 9]))
+    assert set(pos["goal_neg"][0].tolist()) == set(range(7, 12))
+    assert set(pos["goal_neg"][1].tolist()) == set(range(2, 12))
+    assert set(pos["goal_neg"][2].tolist()) == set(range(2, 9))  # nothing differs: the whole completion
+    with pytest.raises(ValueError, match="rejected_divergence"):
+        sample_states(torch.zeros(6, 12, 2), start, end, cfg)
+
+
+def test_source_and_goal_windows_are_separate_knobs():
+    start, end = torch.tensor([0, 0]), torch.tensor([20, 20])
+    cfg = SamplingConfig(strategy="random", goal_fraction=0.25, sim_samples=3000, unsim_samples=3000)
+    pos = drawn_positions(20, start, end, cfg, seed=3)
+    assert set(pos["src"][0].tolist()) == set(range(0, 19))  # sources range over the whole completion
+    assert set(pos["goal_pos"][0].tolist()) == set(range(15, 20))  # goals in the last quarter
+    assert set(pos["goal_neg"][0].tolist()) == set(range(15, 20))
+
+
+def test_divergence_from_token_ids():
+    from goalrm.sampling import divergence
+
+    assert divergence([9, 1, 2, 3, 4], 1, [9, 1, 2, 7, 4], 1) == 3
+    assert divergence([9, 1, 2], 1, [8, 8, 5, 6], 2) == 2  # offsets from each start; no shared prefix
+    assert divergence([9, 1, 2, 3], 1, [9, 1, 2], 1) == 3  # a prefix: the rejected end
 
 
 def test_late_window_sizes():
     # length n -> last ceil(p * n) tokens
     start, end = torch.tensor([0, 0, 0, 0]), torch.tensor([1, 3, 10, 7])
     cfg = SamplingConfig(strategy="late", late_fraction=0.3, sim_samples=500, unsim_samples=500)
-    s = sample_states(position_hidden(4, 10), start, end, cfg, torch.Generator().manual_seed(1))
-    assert set(s.src_idx[0].tolist()) == {0}  # n=1: ceil(0.3) = 1
-    assert set(s.src_idx[1].tolist()) == {2}  # n=3: ceil(0.9) = 1
-    assert set(s.goal_neg_idx[0].tolist()) == {7, 8, 9}  # n=10: 3
-    assert set(s.goal_neg_idx[1].tolist()) == {4, 5, 6}  # n=7: ceil(2.1) = 3
+    pos = drawn_positions(10, start, end, cfg, seed=1)
+    assert set(pos["src"][0].tolist()) == {0}  # n=1: ceil(0.3) = 1
+    assert set(pos["src"][1].tolist()) == {2}  # n=3: ceil(0.9) = 1
+    assert set(pos["goal_neg"][0].tolist()) == {7, 8, 9}  # n=10: 3
+    assert set(pos["goal_neg"][1].tolist()) == {4, 5, 6}  # n=7: ceil(2.1) = 3
 
 
 def test_seeded_generator_reproduces():
@@ -138,7 +175,30 @@ def test_seeded_generator_reproduces():
     a = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(123))
     b = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(123))
     c = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(124))
-    names = ("src_idx", "goal_pos_idx", "src_neg_idx", "goal_neg_idx")
+    names = ("src", "goal_pos", "src_neg", "goal_neg")
     assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in names)
-    assert torch.equal(a.src, b.src) and torch.equal(a.goal_neg, b.goal_neg)
     assert not all(torch.equal(getattr(a, k), getattr(c, k)) for k in names)
+
+
+def test_generator_on_another_device_is_refused():
+    """CUDA rejects a CPU generator at the first contrastive step; meta accepts one silently, so the check
+    is what a CPU test can see: hidden states on `meta` with the CPU generator the loop used to make."""
+    hidden = torch.zeros(4, 8, 2, device="meta")
+    start, end = torch.zeros(4, dtype=torch.long, device="meta"), torch.full((4,), 8, device="meta")
+    with pytest.raises(ValueError, match=r"generator is on cpu but the hidden states are on meta"):
+        sample_states(hidden, start, end, SamplingConfig(), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="generator is on cpu"):  # through the loss the training loop calls
+        from goalrm.losses import LossConfig, reward_model_loss
+
+        reward_model_loss(torch.zeros(4, device="meta"), hidden, start, end, LossConfig(), torch.Generator())
+
+
+def test_sampling_generator_lives_on_the_step_device_and_differs_per_rank():
+    from goalrm.sampling import sampling_generator
+
+    g = sampling_generator(3, 1, torch.device("cpu"))
+    assert g.device == torch.device("cpu")
+    hidden = torch.randn(6, 16, 4)
+    start, end = torch.zeros(6, dtype=torch.long), torch.full((6,), 16)
+    draws = [sample_states(hidden, start, end, SamplingConfig(), sampling_generator(3, r, "cpu")).src for r in (0, 0, 1)]
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])

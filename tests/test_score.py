@@ -17,14 +17,15 @@ from goalrm.cli import main
 from goalrm.config import ConfigError, ScoreConfig
 from goalrm.data.errors import BadRowError
 from goalrm.data.formats import Completion, completions_from_row
+from goalrm.data.tokenize import tokenize_completion
 from goalrm.score.block import score_block
 from goalrm.score.filtering import filter_row, tokens_saved
 from goalrm.score.io import DONE, REJECTS, SCORED, input_files, output_paths, plan_blocks, read_block
 from goalrm.score.majority import majority_answer, majority_report
 from goalrm.score.scorer import load_scorer, score_sequences
 
-ADDED_ORDER = ["role", "reward", "q_values", "min_q", "first_below", "keep"]
-ADDED = {"role": pa.string(), "reward": pa.float32(), "min_q": pa.float32(), "first_below": pa.int32(), "keep": pa.bool_()}
+ADDED_ORDER = ["role", "reward", "q_values", "min_q", "first_below", "keep", "first_error"]
+ADDED = {"role": pa.string(), "reward": pa.float32(), "min_q": pa.float32(), "first_below": pa.int32(), "keep": pa.bool_(), "first_error": pa.int32()}
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +180,34 @@ def test_pair_layout_scores_chosen_and_rejected_as_two_rows(tmp_path, model_dir)
     assert t.schema.field("correct").type == table.schema.field("correct").type  # input columns as read
 
 
+def test_first_wrong_token_of_rejected_rows_and_localization_summary(tmp_path, model_dir):
+    """Synthetic pairs know where the rejected solution goes wrong: scored rows carry that token's offset
+    into q_values, and the summary's detection numbers equal goalrm.localization on the same Q-values."""
+    from goalrm.localization import DetectionTally, false_alarm_threshold
+    from goalrm.score.summary import localization_from_output
+
+    assert main(["data", "synthetic", "--output", str(tmp_path / "pairs.jsonl"), "--n", "24"]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "pairs.jsonl")]
+    fs, files = input_files(str(tmp_path / "pairs.jsonl"))
+    model, tok, goal = load_scorer(model_dir)
+    cfg = ScoreConfig(model=model_dir, input=str(tmp_path / "pairs.jsonl"), output=str(tmp_path / "out"))
+    for block in plan_blocks(fs, files, 10):
+        score_block(fs, block, model, tok, goal, cfg, cfg.output)
+    t = pd.read_parquet(tmp_path / "out" / SCORED)
+    chosen, rejected = t[t.role == "chosen"], t[t.role == "rejected"]
+    assert chosen.first_error.isna().all() and rejected.first_error.notna().all() and len(rejected) == 24
+    for row, (_, out) in zip(rows, rejected.iterrows()):  # the offset names the token holding the first wrong character
+        ids, start, error = tokenize_completion(row["prompt"], row["rejected"], tok, cfg.max_length, first_error_char=row["rejected_first_error"])
+        assert out.first_error == error - start and 0 <= out.first_error < len(out.q_values)
+        wrong_char = row["rejected"][row["rejected_first_error"]]
+        assert wrong_char in tok.decode(ids[error])
+    want = DetectionTally(false_alarm_threshold(chosen.min_q.to_numpy()))
+    for q, e in zip(rejected.q_values, rejected.first_error):
+        want.add(list(q), int(e))
+    assert localization_from_output(str(tmp_path / "out")) == pytest.approx(want.metrics())
+    assert want.metrics()["n_with_first_error"] == 24
+
+
 def test_cli_errors_before_ray(tmp_path, model_dir, capsys):
     data = _write_jsonl(tmp_path / "in.jsonl", _rows(4))
     assert main(["score", "--model", str(tmp_path), "--input", str(data), "--output", str(tmp_path / "o")]) == 2
@@ -187,7 +216,7 @@ def test_cli_errors_before_ray(tmp_path, model_dir, capsys):
     assert "--input not found" in capsys.readouterr().err
     save_file({"goal": torch.ones(7)}, str(tmp_path / "g.safetensors"))
     assert main(["score", "--model", model_dir, "--input", str(data), "--output", str(tmp_path / "o"), "--goal", str(tmp_path / "g.safetensors")]) == 2
-    assert "has 7 values but the model's representations have 128" in capsys.readouterr().err
+    assert "tensor 'goal' has shape [7], but the model's representations have size 128" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--group-col and --answer-col"):
         ScoreConfig(model="m", input="i", output="o", group_col="g")
 

@@ -202,7 +202,7 @@ def test_concurrent_load_answers_match_requests_and_bad_ones_fail_alone(server, 
         body = {"prompts": [p for p, _ in items], "completions": ["" if bad and j == 0 else c for j, (_, c) in enumerate(items)]}
         requests_.append(("q_values" if k % 2 else "reward", body, bad))
     model, tok, goal = load_scorer(tiny_export)
-    seqs = {(p, c): tokenize_completion(p, c, tok, 200) for _, body, _ in requests_ for p, c in zip(body["prompts"], body["completions"]) if c}
+    seqs = {(p, c): tokenize_completion(p, c, tok, 200)[:2] for _, body, _ in requests_ for p, c in zip(body["prompts"], body["completions"]) if c}
     keys = list(seqs)
     ref_r, ref_q = score_sequences(model, goal, [seqs[k] for k in keys], tok.pad_token_id, 16)
     ref = {k: (r, q) for k, r, q in zip(keys, ref_r, ref_q)}

@@ -169,7 +169,7 @@ def test_check_model_dir(tmp_path, tiny_export):
     with pytest.raises(ConfigError, match="no \\*.safetensors weights"):
         check_model_dir(str(tmp_path), None)
     save_file({"goal": torch.ones(7)}, str(tmp_path / "g.safetensors"))
-    with pytest.raises(ConfigError, match="has 7 values but the model's representations have 128"):
+    with pytest.raises(ConfigError, match="has shape \\[7\\], but the model's representations have size 128"):
         check_model_dir(tiny_export, str(tmp_path / "g.safetensors"))
 
 

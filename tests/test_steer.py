@@ -10,9 +10,10 @@ from transformers import AutoModelForCausalLM
 from goalrm.cli import main
 from goalrm.config import ConfigError
 from goalrm.data.errors import BadRowError
-from goalrm.model import build_model, load_reward_model, save_reward_model
-from goalrm.steer import SteerSettings, decode, decode_all, final_q, load_goal, load_policy, prompt_ids
-from goalrm.steer_cli import read_prompts
+from goalrm.export import load_goal, load_reward_model, save_reward_model
+from goalrm.model import HeadConfig, build_model, load_tokenizer
+from goalrm.steer import SteerSettings, decode, decode_all, final_q, load_policy, prompt_ids
+from goalrm.steer_cli import read_prompts, run_steer
 from goalrm.tiny import tiny_config, tiny_tokenizer
 
 PROMPTS = [f"Q{i}: {i} plus {i % 7} is\n" for i in range(24)]
@@ -97,12 +98,33 @@ def test_settings_and_modes_are_validated():
 
 def test_goal_file_is_checked(tmp_path):
     save_file({"goal": torch.zeros(7)}, str(tmp_path / "g.safetensors"))
-    with pytest.raises(ConfigError, match=r"shape \[7\], the reward model needs \[128\]"):
-        load_goal(str(tmp_path / "g.safetensors"), 128)
+    with pytest.raises(ConfigError, match=r"shape \[7\], but the model's representations have size 128"):
+        load_goal(str(tmp_path / "g.safetensors"), None, 128)
     save_file({"g": torch.zeros(128)}, str(tmp_path / "h.safetensors"))
     with pytest.raises(ConfigError, match="no tensor named 'goal'"):
-        load_goal(str(tmp_path / "h.safetensors"), 128)
-    assert load_goal(str(tmp_path / "g.safetensors"), 7).shape == (7,)
+        load_goal(str(tmp_path / "h.safetensors"), None, 128)
+    with pytest.raises(ConfigError, match="not a readable safetensors file"):
+        (tmp_path / "x.safetensors").write_text("not safetensors")
+        load_goal(str(tmp_path / "x.safetensors"), None, 128)
+    with pytest.raises(ConfigError, match="no goal_state.safetensors; pass --goal"):
+        load_goal(None, None, 128)
+    assert load_goal(str(tmp_path / "g.safetensors"), torch.ones(128), 7).shape == (7,)  # --goal wins over the export's
+    assert torch.equal(load_goal(None, torch.ones(7, dtype=torch.bfloat16), 7), torch.ones(7))  # float32
+
+
+def test_goal_of_projection_size_steers(tmp_path):
+    """A model with a projection head points Q-values at a goal of projection_dim, not hidden size."""
+    tok = load_tokenizer("tiny")
+    rm = build_model("tiny", HeadConfig(projection_dim=16), tok)
+    save_reward_model(rm, tok, str(tmp_path / "rm"), goal_state=torch.randn(16))
+    save_file({"goal": torch.randn(16)}, str(tmp_path / "goal.safetensors"))
+    (tmp_path / "p.txt").write_text("Ann has 3 pens.\n")
+    settings = SteerSettings(candidates=2, step_tokens=2, max_new_tokens=2)
+    rows = run_steer("tiny", str(tmp_path / "rm"), str(tmp_path / "p.txt"), settings, ("steer",), str(tmp_path / "goal.safetensors"))
+    assert len(rows) == 1 and -1 <= rows[0]["final_q"] <= 1
+    save_file({"goal": torch.randn(128)}, str(tmp_path / "hidden.safetensors"))  # hidden size: the wrong space
+    with pytest.raises(ConfigError, match="representations have size 16"):
+        run_steer("tiny", str(tmp_path / "rm"), str(tmp_path / "p.txt"), settings, ("steer",), str(tmp_path / "hidden.safetensors"))
 
 
 def test_read_prompts_jsonl_text_and_errors(tmp_path):

@@ -34,6 +34,8 @@ def test_shared_storage_kinds(mounts):
 
 def test_multi_node_run_on_local_disk_fails_early(mounts):
     with pytest.raises(ConfigError, match=r"'/scratch/runs' is on a node-local filesystem \(ext4\)"):
-        check_storage("/scratch/runs", multi_node=True, mounts_file=mounts)
-    check_storage("/scratch/runs", multi_node=False, mounts_file=mounts)  # one node: local disk is fine
-    check_storage("gs://bucket/runs", multi_node=True, mounts_file=mounts)
+        check_storage("/scratch/runs", spans_hosts=True, mounts_file=mounts)
+    with pytest.raises(ConfigError, match="node-local"):  # a local path spelled as a URI is no more shared
+        check_storage("file:///scratch/runs", spans_hosts=True, mounts_file=mounts)
+    check_storage("/scratch/runs", spans_hosts=False, mounts_file=mounts)  # one host: local disk is fine
+    check_storage("gs://bucket/runs", spans_hosts=True, mounts_file=mounts)

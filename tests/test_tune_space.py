@@ -91,7 +91,8 @@ def test_last_value_of_randint_is_checked_not_its_exclusive_bound():
         ({"num_samples": 0}, "tune.num_samples must be >= 1"),
         ({"metrik": "x"}, "tune: unknown key(s) 'metrik'"),
         ({"trial_resources": {"CPU": 0}}, "Ray rejects {CPU: 0}"),
-        ({"worker_resources": {"CPU": "one"}}, "tune.worker_resources must map resource names to numbers"),
+        ({"trial_resources": {"CPU": "one"}}, "tune.trial_resources must map resource names to numbers"),
+        ({"worker_resources": {"CPU": 1}}, "unknown key(s) 'worker_resources'"),  # train.resources_per_worker now
         ({"search": "optuna"}, "Optuna cannot search a grid; use choice for loss.contrastive_weight"),
     ],
 )

@@ -3,6 +3,7 @@
 import torch
 
 from goalrm.data.tokenize import TokenizedPair
+from goalrm.sampling import divergence as divergence_at
 
 
 def collate_pairs(pairs: list[TokenizedPair], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
@@ -26,10 +27,13 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, padding_side: str = "
     b = len(pairs)
     first_error = torch.tensor([-1 if p.rejected_first_error is None else p.rejected_first_error for p in pairs], dtype=torch.long)
     first_error = torch.where(first_error >= 0, first_error + shift[b:], first_error)
+    # where each rejected completion stops copying its chosen one: the contrastive term's negatives start there
+    divergence = torch.tensor([divergence_at(p.chosen_ids, p.chosen_start, p.rejected_ids, p.rejected_start) for p in pairs], dtype=torch.long)
     return {
         "input_ids": ids,
         "attention_mask": mask,
         "completion_start": torch.tensor(starts, dtype=torch.long) + shift,
         "completion_end": shift + lengths,
         "first_error": first_error,
+        "rejected_divergence": divergence + shift[b:],
     }

@@ -116,6 +116,7 @@ class Completion:
     prompt: str
     completion: str
     role: str | None = None
+    first_error_char: int | None = None  # a rejected completion's first wrong character, when the row says
 
 
 def completions_from_row(row, path: str, line: int, tokenizer=None) -> list[Completion]:
@@ -133,7 +134,8 @@ def completions_from_row(row, path: str, line: int, tokenizer=None) -> list[Comp
         return [Completion(prompt, completion)]
     out = []
     for pair in _pairs_from_row(row, path, line, tokenizer):
-        for c in (Completion(pair.prompt, pair.chosen, "chosen"), Completion(pair.prompt, pair.rejected, "rejected")):
+        rejected = Completion(pair.prompt, pair.rejected, "rejected", pair.rejected_first_error)
+        for c in (Completion(pair.prompt, pair.chosen, "chosen"), rejected):
             if c not in out:
                 out.append(c)
     return out

@@ -10,9 +10,6 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from goalrm.data.batch import collate_pairs
-from goalrm.data.tokenize import TokenizedPair
-
 
 @dataclass
 class Packed:
@@ -21,8 +18,8 @@ class Packed:
     index: torch.Tensor  # [N, T] flat slot (row * C + column) of each padded position; 0 at padding
     mask: torch.Tensor  # [N, T] bool, the padded batch's attention mask
 
-    def to(self, device) -> "Packed":
-        return Packed(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+    def to(self, device, non_blocking: bool = False) -> "Packed":
+        return Packed(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
 
 
 def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -65,13 +62,6 @@ def unpack(hidden: torch.Tensor, packed: Packed) -> torch.Tensor:
     """[R, C, H] packed hidden states to the padded layout [N, T, H]; zeros at padding."""
     gathered = hidden.reshape(-1, hidden.shape[-1])[packed.index]
     return gathered * packed.mask.unsqueeze(-1).to(gathered.dtype)
-
-
-def collate_for_model(pairs: list[TokenizedPair], pad_id: int, device, packing: bool) -> tuple[dict, Packed | None]:
-    """The padded batch on `device`, and its packed form when `packing` (built on the CPU: it loops over rows)."""
-    padded = collate_pairs(pairs, pad_id)
-    packed = pack(padded["input_ids"], padded["attention_mask"], pad_id).to(device) if packing else None
-    return {k: v.to(device) for k, v in padded.items()}, packed
 
 
 # Backbones whose attention mask comes from transformers' create_causal_mask, which reads the packed

@@ -75,3 +75,13 @@ def micro_batch_indices(
             orders[epoch] = epoch_order(n, epoch, seed, lengths, batch)
         out.append(int(orders[epoch][pos]))
     return out
+
+
+def even_shard(items: list, rank: int, world: int) -> tuple[list, int]:
+    """Rank's share `items[rank::world]`, padded with copies of `items[0]` to ceil(len / world) items,
+    and how many of them are real. Under ZeRO-3 every forward all-gathers the parameters, so ranks that
+    ran different numbers of forwards would stop matching each other's collectives; the padded items'
+    results are dropped."""
+    mine = items[rank::world]
+    size = -(-len(items) // world)
+    return mine + items[:1] * (size - len(mine)), len(mine)

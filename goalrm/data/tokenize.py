@@ -1,6 +1,7 @@
 """Tokenize a pair exactly as plain transformers sees `prompt + completion`, find the completion span, truncate."""
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from goalrm.data.errors import BadRowError, BadRows, check_on_bad_row, handle
 
@@ -94,13 +95,23 @@ def tokenize_pair(pair, tokenizer, max_length: int, min_prompt_tokens: int = 16,
     return TokenizedPair(c_ids, c_start, r_ids, r_start, r_error, pair.source)
 
 
-def tokenize_completion(prompt: str, completion: str, tokenizer, max_length: int, min_prompt_tokens: int = 16, where=("<memory>", 1, "completion"), stats=None):
-    """One `prompt + completion` under the same rules as a pair: (ids, first completion token)."""
+class TokenizedCompletion(NamedTuple):
+    ids: list[int]
+    start: int  # first completion token
+    first_error: int | None  # token holding `first_error_char`; None if not given or truncated away
+
+
+def tokenize_completion(
+    prompt: str, completion: str, tokenizer, max_length: int, min_prompt_tokens: int = 16, where=("<memory>", 1, "completion"),
+    stats=None, first_error_char: int | None = None,
+) -> TokenizedCompletion:
+    """One `prompt + completion` under the same rules as a pair."""
     local = TruncationStats()
-    ids, start, _ = _truncate(*_encode(tokenizer, prompt, completion, None, where), max_length, min_prompt_tokens, local, where)
+    spans = _encode(tokenizer, prompt, completion, first_error_char, where)
+    out = TokenizedCompletion(*_truncate(*spans, max_length, min_prompt_tokens, local, where))
     if stats is not None:
         stats.merge(local)
-    return ids, start
+    return out
 
 
 def tokenize_pairs(

@@ -7,6 +7,7 @@ from html import escape
 
 from matplotlib.colors import Normalize, to_hex
 
+from goalrm.atomic import write_text
 from goalrm.config import ConfigError
 from goalrm.data.errors import BadRowError
 from goalrm.eval_cli import eval_rows, score_data
@@ -58,17 +59,31 @@ def _sample(i, pair, qs, rewards, tokenizer, colour) -> str:
     return "".join(parts) + "</div></div>"
 
 
-def build_report(run_dir: str, data: str, output: str, samples: int = 4, batch_size: int = 32, max_length: int = 1024) -> dict:
+def _localization_section(scores, metrics: dict) -> list[str]:
+    """Only when the data says where rejected completions first go wrong (rejected_first_error)."""
+    loc = metrics.get("localization", {})
+    if not loc.get("n_with_first_error"):
+        return []
+    rows = [r for r in eval_rows(metrics) if r[0].startswith(("threshold", "rejected tokens", "AUROC (Q at", "detected", "cut before", "mean detection"))]
+    figure = figures.error_localization(scores.q_chosen, scores.q_rejected, scores.first_error, loc["false_alarm_threshold"])
+    note = (f'<p class="note">{loc["n_with_first_error"]} rejected completions with a known first wrong token. The threshold '
+            "cuts at most 5% of the chosen completions; a cut is where goalrm score would stop the completion.</p>")
+    return [section("Error localization", metrics_table(rows) + note + img(figure, "error localization"), "localization")]
+
+
+def build_report(
+    run_dir: str, data: str, output: str, samples: int = 4, batch_size: int = 32, max_length: int = 1024, device="cpu"
+) -> dict:
     """Writes the report to `output` atomically; returns the evaluation metrics."""
     if samples < 1:
         raise ConfigError(f"report: samples must be >= 1, got {samples}")
     model_dir = os.path.join(run_dir, MODEL_DIR)
-    scored = score_data(model_dir, data, batch_size, max_length)
+    scored = score_data(model_dir, data, batch_size, max_length, device)
     if scored.goal is None:
         raise FileNotFoundError(f"{model_dir} has no goal_state.safetensors: the report's Q-values need one")
     metrics = summarize(scored.scores)
     shown = scored.pairs[:samples]
-    qs = token_q_values(scored.model, shown, scored.tokenizer.pad_token_id, scored.goal, batch_size)
+    qs = token_q_values(scored.model, shown, scored.tokenizer.pad_token_id, scored.goal, batch_size, device)
     rewards = list(zip(scored.scores.r_chosen, scored.scores.r_rejected))
     vmax = max(1e-6, *(abs(v) for p, (qc, qr) in zip(shown, qs) for v in qc[p.chosen_start :] + qr[p.rejected_start :]))
     norm, cmap = Normalize(-vmax, vmax), figures.q_colormap()
@@ -90,6 +105,7 @@ def build_report(run_dir: str, data: str, output: str, samples: int = 4, batch_s
             + "</div>",
             "auroc",
         ),
+        *_localization_section(scored.scores, metrics),
         section(
             "Token-level Q-values",
             img(figures.colorbar(vmax), "Q-value colour scale")
@@ -103,8 +119,5 @@ def build_report(run_dir: str, data: str, output: str, samples: int = 4, batch_s
     meta = f"run {escape(run_dir)} · data {escape(data)} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     html = page("goalrm report", meta, sections)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    tmp = output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(html)
-    os.replace(tmp, output)
+    write_text(output, html)
     return metrics

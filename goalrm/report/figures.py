@@ -76,6 +76,35 @@ def prefix_auroc_curve(prefix_auroc: dict, reward_auroc: float) -> bytes:
     return _png(fig)
 
 
+def error_localization(q_chosen: list, q_rejected: list, first_error: list, threshold: float, max_k: int = 32) -> bytes:
+    """Mean Q around the first wrong token (rejected) and at the same offsets (chosen); and the share of
+    rejected completions the 5%-false-alarm threshold has cut, k tokens after the first error."""
+    from goalrm.localization import cut_at, detection_curve
+
+    known = [(e, c, r) for e, c, r in zip(first_error, q_chosen, q_rejected) if e is not None and e < len(r)]
+    fig = Figure(figsize=(10, 3.4))
+    around_ax, detect_ax = fig.subplots(1, 2)
+    offsets = range(-8, 17)
+    for which, name, colour in ((1, "chosen", CHOSEN), (2, "rejected", REJECTED)):
+        means = []
+        for d in offsets:  # the completions that have a token d after (or before) their first error
+            vals = [row[which][row[0] + d] for row in known if 0 <= row[0] + d < len(row[which])]
+            means.append(np.mean(vals) if vals else np.nan)
+        around_ax.plot(list(offsets), means, marker="o", ms=3, color=colour, label=name)
+    around_ax.axvline(0, color=ERROR, lw=0.8, ls="--", label="first wrong token")
+    around_ax.axhline(threshold, color="#999", lw=0.8, ls=":", label=f"threshold ({threshold:+.2f})")
+    around_ax.set(xlabel="tokens from the first error", ylabel="mean Q")
+    around_ax.set_title("Q around the first error", fontsize=10)
+    curve = detection_curve([cut_at(r, threshold) for _, _, r in known], [e for e, _, _ in known], max_k)
+    detect_ax.plot(range(1, max_k + 1), curve, color=REJECTED)
+    detect_ax.set(xlabel="k: tokens after the first error", ylabel="rejected completions cut", ylim=(0, 1))
+    detect_ax.set_title("detection at 5% false alarms on chosen", fontsize=10)
+    for ax in (around_ax, detect_ax):
+        ax.grid(alpha=0.3)
+    around_ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def reward_histograms(r_chosen: list, r_rejected: list) -> bytes:
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.subplots()

@@ -14,31 +14,32 @@ from goalrm.score.filtering import filter_row, tokens_saved
 from goalrm.score.io import DONE, REJECTS, SCORED, Block, output_paths, read_block, write_json, write_jsonl, write_parquet
 from goalrm.score.scorer import score_sequences
 
-ADDED = ("role", "reward", "q_values", "min_q", "first_below", "keep")
+ADDED = ("role", "reward", "q_values", "min_q", "first_below", "keep", "first_error")
 ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 
 
 def score_block(fs, block: Block, model, tokenizer, goal, cfg, out_dir: str, device="cpu") -> dict:
     t0 = time.perf_counter()
     table, records = read_block(fs, block)
-    items, rejects, trunc = [], {}, TruncationStats()  # items: (record index, (ids, start), role)
+    items, rejects, trunc = [], {}, TruncationStats()  # items: (record index, TokenizedCompletion, role)
     for k, (line, row) in enumerate(records):
         try:
             if isinstance(row, BadRowError):
                 raise row
             items += [
                 (k, tokenize_completion(c.prompt, c.completion, tokenizer, cfg.max_length, cfg.min_prompt_tokens,
-                                        (block.path, line, c.role or "completion"), trunc), c.role)
+                                        (block.path, line, c.role or "completion"), trunc, c.first_error_char), c.role)
                 for c in completions_from_row(row, block.path, line, tokenizer)
             ]
         except BadRowError as err:
             rejects[k] = err  # `items` gained nothing from this row: the list is built before +=
     base, position = _base_table(table, records, sorted({k for k, _, _ in items}), rejects, block.path)
     items = [it for it in items if it[0] in position]
-    seqs = [s for _, s, _ in items]
+    seqs = [(t.ids, t.start) for _, t, _ in items]
     rewards, qs = score_sequences(model, goal, seqs, tokenizer.pad_token_id, cfg.batch_size, device)
     filters = [filter_row(q, cfg.threshold) for q in qs]
-    out = _with_scores(base.take([position[k] for k, _, _ in items]), [r for _, _, r in items], rewards, qs, filters)
+    errors = [None if t.first_error is None else t.first_error - t.start for _, t, _ in items]
+    out = _with_scores(base.take([position[k] for k, _, _ in items]), [r for _, _, r in items], rewards, qs, filters, errors)
     paths = output_paths(out_dir, block)
     if rejects:
         write_jsonl(paths[REJECTS], [_reject(err, records[k][1]) for k, err in sorted(rejects.items())])
@@ -100,7 +101,7 @@ def _kind(value) -> str | None:
     return {str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
 
 
-def _with_scores(base: pa.Table, roles, rewards, qs, filters) -> pa.Table:
+def _with_scores(base: pa.Table, roles, rewards, qs, filters, first_errors) -> pa.Table:
     """Input columns (any named like an added column are replaced), then the scores."""
     base = base.drop_columns([c for c in ADDED if c in base.column_names])
     offsets = np.concatenate([[0], np.cumsum([len(q) for q in qs])]).astype(np.int32)
@@ -112,6 +113,8 @@ def _with_scores(base: pa.Table, roles, rewards, qs, filters) -> pa.Table:
         "min_q": pa.array([f.min_q for f in filters], pa.float32()),
         "first_below": pa.array([f.first_below for f in filters], pa.int32()),
         "keep": pa.array([f.keep for f in filters], pa.bool_()),
+        # a rejected completion's first wrong token (offset into q_values), when the input row gives it
+        "first_error": pa.array(first_errors, pa.int32()),
     }
     for name, column in added.items():
         base = base.append_column(name, column)

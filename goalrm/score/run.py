@@ -10,11 +10,11 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from goalrm.config import ConfigError, ScoreConfig
-from goalrm.model import GOAL_FILE, GOALRM_FILE
+from goalrm.export import GOAL_FILE, load_goal, read_meta
 from goalrm.score.block import score_block
 from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp, write_json
-from goalrm.score.scorer import load_goal, load_scorer
-from goalrm.score.summary import format_summary, majority_from_output, read_markers, summarize
+from goalrm.score.scorer import load_scorer
+from goalrm.score.summary import format_summary, localization_from_output, majority_from_output, read_markers, summarize
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
@@ -36,6 +36,8 @@ def score(cfg: ScoreConfig, address: str | None = None, print_summary: bool = Tr
         t0 = time.perf_counter()  # scoring time: actor start-up and model loads included, Ray's own start not
         run_markers = _score_blocks(todo, cfg, out_dir)
     summary = summarize(read_markers(out_dir, blocks), len(blocks), run_markers, time.perf_counter() - t0)
+    if (loc := localization_from_output(out_dir)) is not None:
+        summary["localization"] = loc
     if cfg.group_col:
         summary["majority"] = majority_from_output(out_dir, cfg.group_col, cfg.answer_col, cfg.label_col)
         summary["majority"]["tokens_saved_fraction"] = summary["tokens_saved_fraction"]
@@ -85,14 +87,10 @@ def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dic
 
 def _check_model(cfg: ScoreConfig) -> None:
     """Fail before Ray starts: no export, no goal, or a goal of the wrong size."""
-    if not os.path.exists(os.path.join(cfg.model, GOALRM_FILE)):
-        raise FileNotFoundError(f"--model {cfg.model} is not a goalrm export: {GOALRM_FILE} is missing")
+    meta = read_meta(cfg.model)
     goal_path = os.path.join(cfg.model, GOAL_FILE)
-    goal = load_goal(load_file(goal_path)["goal"] if os.path.exists(goal_path) else None, cfg.goal)
-    with open(os.path.join(cfg.model, GOALRM_FILE)) as f:
-        dim = json.load(f)["heads"].get("projection_dim") or AutoConfig.from_pretrained(cfg.model).get_text_config().hidden_size
-    if goal.numel() != dim:
-        raise ConfigError(f"the goal state has {goal.numel()} values but the model's representations have {dim}")
+    dim = meta["heads"].get("projection_dim") or AutoConfig.from_pretrained(cfg.model).get_text_config().hidden_size
+    load_goal(cfg.goal, load_file(goal_path)["goal"] if os.path.exists(goal_path) else None, dim)
 
 
 def _claim(out_dir: str, cfg: ScoreConfig, fs, files: list[str]) -> None:

@@ -1,36 +1,16 @@
 """Rewards and token Q-values for tokenized sequences, in length-sorted batches. No Ray."""
 
-import os
-
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from goalrm.config import ConfigError
-from goalrm.model import load_reward_model
+from goalrm.export import load_goal, load_reward_model, representation_dim
 from goalrm.qvalues import q_values
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def load_goal(model_goal: torch.Tensor | None, goal_file: str | None) -> torch.Tensor:
-    if goal_file:
-        if not os.path.exists(goal_file):
-            raise FileNotFoundError(f"--goal file not found: {goal_file}")
-        tensors = load_file(goal_file)
-        if "goal" not in tensors or tensors["goal"].dim() != 1:
-            raise ConfigError(f"{goal_file}: needs a 1-D tensor named 'goal' (found {sorted(tensors)})")
-        return tensors["goal"].float()
-    if model_goal is None:
-        raise ConfigError("the model folder has no goal_state.safetensors; pass --goal FILE")
-    return model_goal.float()
-
-
 def load_scorer(model_dir: str, goal_file: str | None = None, device: str = "cpu", dtype: str = "float32"):
-    """(model, tokenizer, goal) ready to score: eval mode, on `device`, in `dtype`."""
-    model, tokenizer, model_goal, _ = load_reward_model(model_dir)
-    goal = load_goal(model_goal, goal_file)
-    return model.to(device=device, dtype=DTYPES[dtype]).eval(), tokenizer, goal.to(device)
+    """(model, tokenizer, goal) ready to score: eval mode, on `device`, its weights read in `dtype`."""
+    model, tokenizer, model_goal, _ = load_reward_model(model_dir, device=device, dtype=dtype)
+    goal = load_goal(goal_file, model_goal, representation_dim(model))
+    return model, tokenizer, goal.to(device)
 
 
 @torch.inference_mode()

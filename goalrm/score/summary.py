@@ -6,6 +6,7 @@ import os
 import pyarrow.dataset as pads
 
 from goalrm.config import ConfigError
+from goalrm.localization import DETECT_WITHIN, DetectionTally, false_alarm_threshold
 from goalrm.score.io import DONE, SCORED, Block, output_paths
 from goalrm.score.majority import majority_report
 
@@ -53,6 +54,29 @@ def majority_from_output(out_dir: str, group_col: str, answer_col: str, label_co
     return majority_report(t[group_col].to_pylist(), t[answer_col].to_pylist(), t["keep"].to_pylist(), labels)
 
 
+def localization_from_output(out_dir: str) -> dict | None:
+    """Detection metrics (goalrm/localization.py) over the scored rows, when rejected rows carry their first
+    wrong token: the threshold from the chosen rows' minima, then the rejected rows file by file, so the
+    whole output never sits in memory. The chosen-against-rejected token AUROC needs pairs; eval has it."""
+    folder = os.path.join(out_dir, SCORED)
+    if not os.path.isdir(folder) or not os.listdir(folder):
+        return None
+    dataset = pads.dataset(folder, format="parquet")
+    if "role" not in dataset.schema.names:
+        return None
+    is_rejected = pads.field("role") == "rejected"
+    if not dataset.count_rows(filter=is_rejected & pads.field("first_error").is_valid()):
+        return None
+    chosen_min = dataset.to_table(columns=["min_q"], filter=pads.field("role") == "chosen")["min_q"].to_numpy()
+    if not len(chosen_min):
+        return None
+    tally = DetectionTally(false_alarm_threshold(chosen_min))
+    for batch in dataset.to_batches(columns=["q_values", "first_error"], filter=is_rejected):
+        for q, e in zip(batch["q_values"].to_pylist(), batch["first_error"].to_pylist()):
+            tally.add(q, e)
+    return tally.metrics()
+
+
 def format_summary(s: dict) -> str:
     rows = [
         ("rows scored", f"{s['rows']} (from {s['input_rows']} input rows)"),
@@ -68,5 +92,12 @@ def format_summary(s: dict) -> str:
         if "accuracy_before" in m and m["groups"]:
             line += f"; accuracy {m['accuracy_before']:.3f} -> {m['accuracy_after']:.3f}"
         rows.append(("majority vote", line))
+    loc = s.get("localization")
+    if loc:
+        line = f"threshold {loc['false_alarm_threshold']:+.3f} cuts 5% of chosen; {loc['tokens_saved_at_5pct']:.1%} of rejected tokens saved"
+        if loc["n_with_first_error"]:
+            line += "; detected within " + ", ".join(f"{k}: {loc[f'detect_at_{k}']:.1%}" for k in DETECT_WITHIN)
+            line += f" tokens of the first error (early {loc['early_alarm']:.1%})"
+        rows.append(("error localization", line))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

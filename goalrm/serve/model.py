@@ -3,7 +3,6 @@
 state: the export's, or `goal`. Safetensors only, no remote code. No Ray."""
 
 import glob
-import json
 import os
 from dataclasses import dataclass
 
@@ -12,8 +11,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from goalrm.config import ConfigError
-from goalrm.model import GOAL_FILE, GOALRM_FILE, RewardModel, load_reward_model, load_tokenizer
-from goalrm.score.scorer import DTYPES, load_goal
+from goalrm.export import DTYPES, GOAL_FILE, GOALRM_FILE, load_goal, load_reward_model, read_meta, representation_dim
+from goalrm.model import RewardModel, load_tokenizer
 
 
 @dataclass
@@ -22,6 +21,18 @@ class ServedModel:
     tokenizer: object
     goal: torch.Tensor | None  # on the model's device; None: rewards only
     info: dict
+
+
+def is_export(model_dir: str) -> bool:
+    return os.path.exists(os.path.join(model_dir, GOALRM_FILE))
+
+
+def goal_source(model_dir: str, goal_file: str | None) -> str | None:
+    """Where Q-values take their goal state from: GOAL_FILE when given, else the export's; None: rewards only."""
+    if goal_file:
+        return goal_file
+    path = os.path.join(model_dir, GOAL_FILE)
+    return path if os.path.exists(path) else None
 
 
 def check_model_dir(model_dir: str, goal_file: str | None) -> None:
@@ -37,22 +48,23 @@ def check_model_dir(model_dir: str, goal_file: str | None) -> None:
             _check_head(AutoModelForSequenceClassification.from_config(config), model_dir)
     except (OSError, ValueError) as e:
         raise ConfigError(f"--model {model_dir}: not a sequence-classification model transformers builds without remote code: {e}") from None
-    goal = goal_state(model_dir, goal_file)
-    dim = _meta(model_dir).get("heads", {}).get("projection_dim") or config.get_text_config().hidden_size
-    if goal is not None and goal.numel() != dim:
-        raise ConfigError(f"the goal state has {goal.numel()} values but the model's representations have {dim}")
+    if goal_source(model_dir, goal_file) is not None:
+        dim = (read_meta(model_dir)["heads"].get("projection_dim") if is_export(model_dir) else 0) or config.get_text_config().hidden_size
+        export_goal = os.path.join(model_dir, GOAL_FILE)
+        load_goal(goal_file, None if goal_file else load_file(export_goal)["goal"], dim)
 
 
 def load_served_model(model_dir: str, goal_file: str | None, device: str, dtype: str) -> ServedModel:
-    if os.path.exists(os.path.join(model_dir, GOALRM_FILE)):
-        model, tokenizer, _, meta = load_reward_model(model_dir)
+    if is_export(model_dir):
+        model, tokenizer, model_goal, meta = load_reward_model(model_dir, device=device, dtype=dtype)
         kind = "goalrm"
     else:
-        seq_cls = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
+        seq_cls = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False, dtype=DTYPES[dtype])
         _check_head(seq_cls, model_dir)
-        model, tokenizer, meta, kind = RewardModel(seq_cls), load_tokenizer(model_dir), {}, "hf"
-    goal = goal_state(model_dir, goal_file)
-    model = model.to(device=device, dtype=DTYPES[dtype]).eval()
+        model, tokenizer, model_goal, meta, kind = RewardModel(seq_cls).to(device).eval(), load_tokenizer(model_dir), None, {}, "hf"
+    goal = None
+    if goal_source(model_dir, goal_file) is not None:
+        goal = load_goal(goal_file, model_goal, representation_dim(model)).to(device)
     info = {
         "model": os.path.abspath(model_dir),
         "kind": kind,
@@ -63,7 +75,7 @@ def load_served_model(model_dir: str, goal_file: str | None, device: str, dtype:
         "reward_mean": meta.get("reward_mean"),
         "reward_std": meta.get("reward_std"),
     }
-    return ServedModel(model, tokenizer, None if goal is None else goal.to(device), info)
+    return ServedModel(model, tokenizer, goal, info)
 
 
 def _check_head(seq_cls, model_dir: str) -> None:
@@ -72,19 +84,3 @@ def _check_head(seq_cls, model_dir: str) -> None:
             f"--model {model_dir}: a reward model has one label and a last-token `score` head "
             f"({type(seq_cls).__name__} has num_labels={seq_cls.config.num_labels})"
         )
-
-
-def goal_state(model_dir: str, goal_file: str | None) -> torch.Tensor | None:
-    """GOAL_FILE when given, else the export's goal state, else None (rewards only)."""
-    if goal_file:
-        return load_goal(None, goal_file)
-    path = os.path.join(model_dir, GOAL_FILE)
-    return load_file(path)["goal"].float() if os.path.exists(path) else None
-
-
-def _meta(model_dir: str) -> dict:
-    path = os.path.join(model_dir, GOALRM_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)

@@ -7,7 +7,7 @@ import threading
 from dataclasses import asdict
 
 from goalrm.serve.config import ServeConfig
-from goalrm.serve.model import goal_state
+from goalrm.serve.model import goal_source
 
 APP_NAME = "goalrm"
 # Serve's INFO lines (deployments starting, one access line per request) are not for the console
@@ -35,7 +35,7 @@ def serve_until_stopped(cfg: ServeConfig, host: str, port: int, address: str | N
     try:
         serve.start(http_options={"host": host, "port": port}, logging_config=QUIET)
         serve.run(app, name=APP_NAME, route_prefix="/", logging_config=QUIET)
-        q = "with" if goal_state(cfg.model, cfg.goal) is not None else "without"
+        q = "with" if goal_source(cfg.model, cfg.goal) is not None else "without"
         print(f"goalrm serve: {url(host, port)} ({cfg.model}, {q} Q-values); Ctrl-C stops it", flush=True)
         stop.wait()
     finally:

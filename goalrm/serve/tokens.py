@@ -23,12 +23,12 @@ def tokenize_items(items: list[Item], tokenizer, max_tokens: int, min_prompt_tok
     for i, item in enumerate(items):
         where = ("<request>", i, "completion")
         try:
-            ids, start = tokenize_completion(item.prompt, item.completion, tokenizer, sys.maxsize, min_prompt_tokens, where)
+            ids, start, _ = tokenize_completion(item.prompt, item.completion, tokenizer, sys.maxsize, min_prompt_tokens, where)
             if len(ids) > max_tokens:
                 if not truncate:
                     field = SOURCES[endpoint]["completion"]
                     raise RequestError(413, f"{field}[{i}]: {len(ids)} tokens, over max_tokens_per_item={max_tokens}", field, i)
-                ids, start = tokenize_completion(item.prompt, item.completion, tokenizer, max_tokens, min_prompt_tokens, where)
+                ids, start, _ = tokenize_completion(item.prompt, item.completion, tokenizer, max_tokens, min_prompt_tokens, where)
                 truncated.append(i)
         except BadRowError as err:
             raise request_error(err, endpoint) from None

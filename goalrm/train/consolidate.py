@@ -15,7 +15,9 @@ from goalrm.atomic import replace_dir
 from goalrm.config import ConfigError, load_config
 from goalrm.data.load import load_tokenized
 from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary
-from goalrm.model import RewardModel, save_reward_model
+from goalrm.export import save_reward_model
+from goalrm.lora import merge_lora
+from goalrm.model import RewardModel
 from goalrm.train.checkpoint import CONFIG_FILE, ENGINE_TAG, HF_DIR, complete_checkpoint
 
 
@@ -34,6 +36,8 @@ def export_checkpoint(path: str, output_dir: str, train_data: str | None = None)
     tokenizer = AutoTokenizer.from_pretrained(hf, trust_remote_code=trust)
     seq_cls = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(hf, trust_remote_code=trust), trust_remote_code=trust)
     model = RewardModel(seq_cls, cfg.model.heads())
+    if cfg.model.lora is not None:  # a plain model with the adapters merged in, as the run's own export
+        state = merge_lora(state, cfg.model.lora)
     model.load_state_dict(state)
     model.eval()
 

@@ -22,7 +22,7 @@ from goalrm.data.errors import BadRowError
 from goalrm.data.formats import json_lines, parquet_rows
 from goalrm.data.load import load_tokenized
 from goalrm.data.paths import DataFiles, expand, is_parquet
-from goalrm.data.sampler import micro_batch_indices, pair_lengths
+from goalrm.data.sampler import even_shard, micro_batch_indices, pair_lengths
 from goalrm.data.stream import COUNTS, LINE, PATH, ROW, grouped_batches, tokenize_block, tokenized_pairs
 
 # auto picks the stream above this much train data; measured in bench/loader_crossover.py (bench/RESULTS.md)
@@ -140,8 +140,10 @@ class MemoryTrainData:
         full = {"prompt_truncated": self.trunc.prompt_truncated, "completion_truncated": self.trunc.completion_truncated, "bad_rows": self.bad.count}
         return full if self.rank == 0 else dict.fromkeys(COUNTS, 0)
 
-    def goal_pairs(self) -> list:
-        return self.pairs[: self.cfg.data.goal_state_pairs or None][self.rank :: self.world]
+    def goal_pairs(self) -> tuple[list, int]:
+        """This rank's share of the pairs the goal state averages, padded to the same length on every
+        rank (ZeRO-3 needs equal forwards), and how many are real."""
+        return even_shard(self.pairs[: self.cfg.data.goal_state_pairs or None], self.rank, self.world)
 
 
 class StreamTrainData:
@@ -181,8 +183,9 @@ class StreamTrainData:
     def counts(self) -> dict:
         return dict(self.last_pass or self.seen)
 
-    def goal_pairs(self) -> list:
-        return self.goal
+    def goal_pairs(self) -> tuple[list, int]:
+        """This worker's share of the first pairs trained on; the loop pads it to the ranks' longest."""
+        return self.goal, len(self.goal)
 
 
 def input_error(err: BaseException) -> Exception | None:

@@ -1,47 +1,40 @@
 """The per-worker training loop: data, then batch, then model, then loss, then step, then report.
 
-Runs inside a Ray Train worker; Ray's process group is reused by DeepSpeed.
+Runs inside a Ray Train worker; Ray's process group is reused by DeepSpeed. Every rank runs the same
+collectives in the same order: each step's forward and backward, and at a report the all-reduce,
+the eval's forwards (shards padded to one length), the checkpoint and, at the end, the export.
 """
 
 import logging
-import math
 import os
 import tempfile
 import time
 
 import ray.train
+import ray.train.torch
 import torch
 import torch.distributed as dist
 from transformers.integrations import HfDeepSpeedConfig
-from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from goalrm.config import config_from_dict
+from goalrm.config import Config, config_from_dict
 from goalrm.data.load import load_tokenized
-from goalrm.data.pack import collate_for_model
+from goalrm.data.model_batch import collate_for_model
+from goalrm.data.prefetch import prefetch
+from goalrm.data.sampler import even_shard
 from goalrm.data.stream import padding_frac
 from goalrm.evaluate import PairScores, goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
+from goalrm.export import save_reward_model
 from goalrm.losses import reward_model_loss
-from goalrm.model import build_model, load_tokenizer, save_reward_model
+from goalrm.model import build_model, load_tokenizer
 from goalrm.qvalues import final_token_reps
+from goalrm.sampling import sampling_generator
 from goalrm.train import checkpoint, faults
 from goalrm.train.data_source import train_data_source
+from goalrm.train.report import NONFINITE
 from goalrm.train.schedule import warmup_cosine
 
 MODEL_DIR = "model"
-
-
-def _all_gather_scores(scores: PairScores) -> PairScores:
-    parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, scores)
-    merged = PairScores()
-    for part in parts:
-        merged.extend(part)
-    return merged
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    dist.all_reduce(t)
-    return t
+LOSSES = ("loss", "bt_loss", "contrastive_loss")
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -53,14 +46,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = torch.device(f"cuda:{ray.train.torch.get_device().index}") if cfg.train.use_gpu else torch.device("cpu")
+    device = ray.train.torch.get_device() if cfg.train.use_gpu else torch.device("cpu")
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
 
     # data
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
     source = train_data_source(cfg, tokenizer, rank, world)  # data.loader: pairs in memory, or a Ray Data shard
     eval_pairs, _, _ = load_tokenized(cfg.data.eval, "eval", cfg.data, tokenizer)
-    eval_shard = eval_pairs[rank::world]
 
     # model
     deepspeed.init_distributed(dist_backend="nccl" if cfg.train.use_gpu else "gloo")  # wraps Ray's process group
@@ -85,88 +77,182 @@ def train_loop_per_worker(loop_config: dict) -> None:
         config=ds_config,
         dist_init_required=None,
     )
-    pad_id = tokenizer.pad_token_id
-    gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + rank)
+    gen = sampling_generator(cfg.train.seed, rank, device)
     # after a worker failure or on --resume: weights, optimizer, scheduler, RNG and step from the last checkpoint
     start = checkpoint.restore(engine, gen, rank)
-    fault = loop_config.get("fault")  # test-only (goalrm/train/faults.py)
-    lam = cfg.loss.contrastive_weight
-    hidden_size = engine.module.config.get_text_config().hidden_size
-    goal_dim = cfg.model.projection_dim or hidden_size
-    goal_sum, goal_count = torch.zeros(goal_dim, device=device), torch.zeros((), device=device)
+    run = _Run(cfg, loop_config, engine, scheduler, tokenizer, source, eval_pairs, gen, rank, world, device)
 
-    window = {"loss": 0.0, "bt_loss": 0.0, "contrastive_loss": 0.0, "tokens": 0, "slots": 0, "pairs": 0, "n": 0}
-    t_window = time.perf_counter()
+    batches = prefetch(_host_batches(cfg, source, tokenizer.pad_token_id, start, device))
     for step in range(start, cfg.train.max_steps):
         engine.train()
-        for micro in range(cfg.train.grad_accum):
+        for _ in range(cfg.train.grad_accum):
             # batch
-            pairs = source.micro_batch(step, micro)
-            batch, packed = collate_for_model(pairs, pad_id, device, cfg.data.packing)
+            mb, progress = next(batches)
+            mb = mb.to(device, non_blocking=True)
+            batch = mb.padded
             # model: chosen and rejected in one forward pass
-            out = engine(batch["input_ids"], batch["attention_mask"], with_reps=True, packed=packed)
+            out = engine(batch["input_ids"], batch["attention_mask"], with_reps=True, packed=mb.packed)
             # loss
             loss, parts = reward_model_loss(
-                out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg.loss, generator=gen
+                out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg.loss, gen,
+                batch["rejected_divergence"],
             )
-            if not math.isfinite(parts["loss"]):  # fail loudly: DeepSpeed would go on stepping on NaN weights
-                raise FloatingPointError(
-                    f"non-finite loss {parts['loss']} at step {step + 1} (bt {parts['bt_loss']}, "
-                    f"contrastive {parts['contrastive_loss']}); lower train.lr or check the data"
-                )
             # step
             engine.backward(loss)
             engine.step()
-            with torch.no_grad():  # running goal estimate for the eval Q-gap, free from this forward
-                n = len(pairs)
-                goal_sum += final_token_reps(out.reps[:n], out.last_index[:n]).float().sum(0)
-                goal_count += n
-            for k in ("loss", "bt_loss", "contrastive_loss"):
-                window[k] += parts[k]
-            window["tokens"] += int(batch["attention_mask"].sum())
-            window["slots"] += (batch["attention_mask"] if packed is None else packed.input_ids).numel()
-            window["pairs"] += len(pairs)
-            window["n"] += 1
-
+            run.record(step, parts, mb, out, progress)
         # report
-        last = step + 1 == cfg.train.max_steps
-        evaluate = (step + 1) % cfg.train.eval_every == 0 or last
-        if (step + 1) % cfg.train.log_every == 0 or evaluate:
-            elapsed = time.perf_counter() - t_window
-            counts = source.counts()  # this rank's share of the run's row counts
-            keys = ("loss", "bt_loss", "contrastive_loss", "tokens", "slots", "pairs", *counts)
-            totals = _all_reduce(torch.tensor([float({**window, **counts}[k]) for k in keys], dtype=torch.float64, device=device))
-            totals = dict(zip(keys, totals.tolist()))
-            metrics = {
-                "step": step + 1,
-                "epoch": source.epoch(step + 1),
-                "lr": scheduler.get_last_lr()[0],
-                **{k: totals[k] / (window["n"] * world) for k in ("loss", "bt_loss", "contrastive_loss")},
-                "tokens_per_s": totals["tokens"] / elapsed,
-                "pairs_per_s": totals["pairs"] / elapsed,
-                "padding_frac": padding_frac(totals["tokens"], totals["slots"]),
-                **{k: int(totals[k]) for k in counts},
-            }
-            if not evaluate:
-                ray.train.report(metrics)
-            else:
-                goal = _all_reduce(goal_sum.clone()) / _all_reduce(goal_count.clone()).clamp(min=1)
-                engine.eval()
-                scores = score_pairs(engine, eval_shard, pad_id, cfg.train.eval_batch_size, goal, device, cfg.data.packing)
-                metrics.update({f"eval_{k}": v for k, v in _flatten(summarize(_all_gather_scores(scores))).items()})
-                goal_sum.zero_(), goal_count.zero_()
-                with tempfile.TemporaryDirectory() as tmp:
-                    checkpoint.save(engine, tmp, step + 1, gen, rank, loop_config["config"], tokenizer)
-                    if last:
-                        _export(engine, tokenizer, source.goal_pairs(), cfg, pad_id, device, rank, os.path.join(tmp, MODEL_DIR))
-                    ray.train.report(
-                        metrics,
-                        checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                        checkpoint_upload_fn=faults.upload_fn(fault, step + 1, rank),
-                    )
-            window = dict.fromkeys(window, 0)
-            t_window = time.perf_counter()
-        faults.maybe_stop(fault, step + 1, rank)
+        if not run.report(step + 1):
+            return
+        faults.maybe_stop(loop_config.get("fault"), step + 1, rank)
+
+
+def _host_batches(cfg: Config, source, pad_id: int, start: int, device):
+    """Every micro-batch from step `start` on, collated on the host (pinned for a GPU), with the data's
+    progress once it is drawn: (epoch, row counts). Run ahead of the device by `prefetch`, so the source's
+    own counters are ahead of what was trained on; these snapshots are not."""
+    pin = device.type == "cuda"
+    for step in range(start, cfg.train.max_steps):
+        for micro in range(cfg.train.grad_accum):
+            mb = collate_for_model(source.micro_batch(step, micro), pad_id, cfg.data.packing)
+            yield (mb.pin_memory() if pin else mb), (source.epoch(step + 1), source.counts())
+
+
+class _Run:
+    """What the loop keeps between reports: running sums on the device, read only at a report."""
+
+    def __init__(self, cfg, loop_config, engine, scheduler, tokenizer, source, eval_pairs, gen, rank, world, device):
+        self.cfg, self.loop_config, self.engine, self.scheduler = cfg, loop_config, engine, scheduler
+        self.tokenizer, self.source, self.gen = tokenizer, source, gen
+        self.rank, self.world, self.device = rank, world, device
+        self.eval_shard, self.eval_real = even_shard(eval_pairs, rank, world)
+        goal_dim = cfg.model.projection_dim or engine.module.config.get_text_config().hidden_size
+        self.goal_sum = torch.zeros(goal_dim, dtype=torch.float32, device=device)  # running goal estimate for the eval Q-gap
+        self.losses = torch.zeros(len(LOSSES), dtype=torch.float32, device=device)
+        # the first step whose loss was not finite (0: none yet) and its losses, kept on the device: no
+        # per-step host sync
+        self.first_nonfinite = torch.zeros((), dtype=torch.long, device=device)
+        self.nonfinite_losses = torch.zeros(len(LOSSES), dtype=torch.float32, device=device)
+        self.goal_count = self.tokens = self.slots = self.pairs = self.micro_steps = 0
+        self.t0 = time.perf_counter()
+
+    def record(self, step: int, parts: dict, mb, out, progress: tuple) -> None:
+        self.epoch, self.counts = progress
+        losses = torch.stack([parts[k] for k in LOSSES])
+        self.losses += losses
+        first = ~torch.isfinite(losses).all() & (self.first_nonfinite == 0)
+        self.first_nonfinite = torch.where(first, step + 1, self.first_nonfinite)
+        self.nonfinite_losses = torch.where(first, losses, self.nonfinite_losses)
+        with torch.no_grad():  # free from this forward
+            self.goal_sum += final_token_reps(out.reps[: mb.pairs], out.last_index[: mb.pairs]).float().sum(0)
+        self.goal_count += mb.pairs
+        self.tokens, self.slots, self.pairs = self.tokens + mb.tokens, self.slots + mb.slots, self.pairs + mb.pairs
+        self.micro_steps += 1
+
+    def report(self, step: int) -> bool:
+        """At log, eval and checkpoint steps: all-reduce, eval, checkpoint, export, report. False when the
+        run must stop (a non-finite loss): every rank sees the same all-reduced flag, so all stop together."""
+        t = self.cfg.train
+        evaluate, save = t.is_eval_step(step), t.is_checkpoint_step(step)
+        if not (step % t.log_every == 0 or evaluate or save):
+            return True
+        elapsed = time.perf_counter() - self.t0
+        counts = self.counts  # this rank's share of the run's row counts
+        host = torch.tensor([self.tokens, self.slots, self.pairs, *counts.values()], dtype=torch.float64)
+        totals = _all_reduce(torch.cat([self.losses.double(), host.to(self.device)])).tolist()
+        nonfinite = int(_all_reduce(self.first_nonfinite.clone(), dist.ReduceOp.MAX))
+        losses = {k: v / (self.micro_steps * self.world) for k, v in zip(LOSSES, totals)}
+        if nonfinite:
+            # a deterministic failure: a report (not an exception) ends the run, so Ray Train does not retry it
+            ray.train.report({"step": step, NONFINITE: self._nonfinite_message(nonfinite)})
+            return False
+        tokens, slots, pairs = totals[len(LOSSES) : len(LOSSES) + 3]
+        metrics = {
+            "step": step,
+            "epoch": self.epoch,
+            "lr": self.scheduler.get_last_lr()[0],
+            **losses,
+            "tokens_per_s": tokens / elapsed,
+            "pairs_per_s": pairs / elapsed,
+            "padding_frac": padding_frac(tokens, slots),
+            **{k: int(v) for k, v in zip(counts, totals[len(LOSSES) + 3 :])},
+        }
+        if evaluate:
+            metrics.update(self._evaluate())
+        if save:
+            self._save(step, metrics)
+        else:
+            ray.train.report(metrics)
+        self.losses.zero_()
+        self.tokens = self.slots = self.pairs = self.micro_steps = 0
+        self.t0 = time.perf_counter()
+        return True
+
+    def _nonfinite_message(self, step: int) -> str:
+        """Naming the first such step of any rank, and that rank's losses there."""
+        mine = self.first_nonfinite.item() == step
+        rank = torch.tensor(self.rank if mine else self.world, device=self.device)
+        first_rank = int(_all_reduce(rank, dist.ReduceOp.MIN))
+        losses = _all_reduce(self.nonfinite_losses.clone() if self.rank == first_rank else torch.zeros_like(self.nonfinite_losses))
+        loss, bt, contrastive = (f"{v:g}" for v in losses.tolist())
+        return f"non-finite loss {loss} at step {step} (bt {bt}, contrastive {contrastive}); lower train.lr or check the data"
+
+    def _evaluate(self) -> dict:
+        goal_count = _all_reduce(torch.tensor(float(self.goal_count), dtype=torch.float32, device=self.device))
+        goal = _all_reduce(self.goal_sum.clone()) / goal_count.clamp(min=1)
+        self.engine.eval()
+        scores = score_pairs(
+            self.engine, self.eval_shard, self.tokenizer.pad_token_id, self.cfg.train.eval_batch_size, goal,
+            self.device, self.cfg.data.packing, n_real=self.eval_real,
+        )
+        self.goal_sum.zero_()
+        self.goal_count = 0
+        return {f"eval_{k}": v for k, v in _flatten(summarize(_all_gather_scores(scores))).items()}
+
+    def _save(self, step: int, metrics: dict) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint.save(self.engine, tmp, step, self.gen, self.rank, self.loop_config["config"], self.tokenizer)
+            if step == self.cfg.train.max_steps:
+                self._export(os.path.join(tmp, MODEL_DIR))
+            fault = self.loop_config.get("fault")
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                checkpoint_upload_fn=faults.upload_fn(fault, step, self.rank),
+            )
+
+    def _export(self, out_dir: str) -> None:
+        """HF export plus the goal state: the mean final-token representation of preferred training
+        completions. Weights are gathered on rank 0 alone (ZeRO-3: layer by layer) and written from there."""
+        engine, device = self.engine, self.device
+        self.engine.eval()
+        pairs, n_real = self.source.goal_pairs()
+        longest = int(_all_reduce(torch.tensor(len(pairs), device=device), dist.ReduceOp.MAX))
+        pairs = pairs + pairs[:1] * (longest - len(pairs))  # every rank runs the same forwards
+        rep_sum, *stats = goal_and_reward_stats(
+            engine, pairs, self.tokenizer.pad_token_id, self.cfg.train.eval_batch_size, device, n_real=n_real
+        )
+        goal, mean, std = goal_and_reward_summary(_all_reduce(rep_sum), *_all_reduce(torch.stack(stats)).tolist())
+        if self.cfg.train.zero_stage == 3:
+            state = engine._zero3_consolidated_16bit_state_dict()  # a collective; None on ranks > 0
+        else:
+            state = engine.module.state_dict() if self.rank == 0 else None
+        if self.rank == 0:
+            save_reward_model(engine.module, self.tokenizer, out_dir, goal, mean, std, state_dict=state)
+
+
+def _all_gather_scores(scores: PairScores) -> PairScores:
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, scores)
+    merged = PairScores()
+    for part in parts:
+        merged.extend(part)
+    return merged
+
+
+def _all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    dist.all_reduce(t, op=op)
+    return t
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -177,18 +263,3 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def _export(engine, tokenizer, pairs, cfg, pad_id, device, rank, out_dir):
-    """HF export plus the goal state: the mean final-token representation of preferred training completions."""
-    import deepspeed
-
-    rep_sum, count, r_sum, r_sqsum = goal_and_reward_stats(engine, pairs, pad_id, cfg.train.eval_batch_size, device)
-    stats = _all_reduce(torch.tensor([count, r_sum, r_sqsum], dtype=torch.float64, device=device))
-    goal, mean, std = goal_and_reward_summary(_all_reduce(rep_sum.float()), *stats.tolist())
-    unset_hf_deepspeed_config()  # the export builds a plain, unpartitioned model
-    params = list(engine.module.parameters())
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-        if rank == 0:
-            state = {k: v.detach().float().cpu().clone() for k, v in engine.module.state_dict().items()}
-            save_reward_model(engine.module, tokenizer, out_dir, goal, mean, std, state_dict=state)

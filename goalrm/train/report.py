@@ -5,6 +5,9 @@ import os
 
 import ray.train
 
+METRICS_FILE = "metrics.jsonl"
+NONFINITE = "nonfinite_loss"  # a report key: the run stopped on a NaN or infinite loss
+
 
 class MetricsLogger(ray.train.UserCallback):
     """Runs in Ray Train's controller, so workers never write the run's logs themselves."""
@@ -16,10 +19,12 @@ class MetricsLogger(ray.train.UserCallback):
     def after_report(self, run_context, metrics, checkpoint):
         m = metrics[0]
         os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, "metrics.jsonl"), "a") as f:
+        with open(os.path.join(self.output_dir, METRICS_FILE), "a") as f:
             f.write(json.dumps(m) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if NONFINITE in m:
+            return  # the driver raises it (`raise_if_stopped`)
         self._tensorboard(m)
         line = f"step {m['step']:>5}  loss {m['loss']:.4f}  bt {m['bt_loss']:.4f}  contrastive {m['contrastive_loss']:.4f}  {m['pairs_per_s']:.1f} pairs/s  {m['tokens_per_s']:.0f} tok/s"
         if "eval_accuracy" in m:
@@ -37,3 +42,16 @@ class MetricsLogger(ray.train.UserCallback):
             if k != "step" and isinstance(v, (int, float)):
                 self._tb.add_scalar(k, v, m["step"])
         self._tb.flush()
+
+
+def raise_if_stopped(output_dir: str) -> None:
+    """Raise the reason a run stopped before its last step (a non-finite loss), as its last report says.
+    The controller that wrote the report is another process; metrics.jsonl is what it leaves."""
+    path = os.path.join(output_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        lines = f.read().splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    if NONFINITE in last:
+        raise FloatingPointError(last[NONFINITE])

@@ -32,12 +32,16 @@ def filesystem_type(path: str, mounts_file: str = "/proc/mounts") -> str:
 
 
 def is_shared(path: str, mounts_file: str = "/proc/mounts") -> bool:
-    return is_uri(path) or filesystem_type(path, mounts_file).split(".")[0] in SHARED_FS
+    if path.startswith("file://"):  # a local path spelled as a URI is as node-local as the path
+        path = path[len("file://") :]
+    elif is_uri(path):
+        return True
+    return filesystem_type(path, mounts_file).split(".")[0] in SHARED_FS
 
 
-def check_storage(path: str, multi_node: bool, mounts_file: str = "/proc/mounts") -> None:
-    """Fail before training when checkpoints written on one node could not be read on another."""
-    if multi_node and not is_shared(path, mounts_file):
+def check_storage(path: str, spans_hosts: bool, mounts_file: str = "/proc/mounts") -> None:
+    """Fail before training when checkpoints written on one host could not be read on another."""
+    if spans_hosts and not is_shared(path, mounts_file):
         fstype = filesystem_type(path, mounts_file)
         raise ConfigError(
             f"train.storage_path {path!r} is on a node-local filesystem ({fstype}), but this run's workers "
@@ -46,12 +50,16 @@ def check_storage(path: str, multi_node: bool, mounts_file: str = "/proc/mounts"
         )
 
 
-def run_is_multi_node(num_workers: int, resources_per_worker: dict) -> bool:
-    """True unless the cluster is this one node and it alone can host every worker."""
+def run_may_span_hosts(num_workers: int, resources_per_worker: dict) -> bool:
+    """True unless every node of the cluster is on this one host (several raylets of one machine share its
+    filesystem) and the host alone can place every worker."""
     import ray
 
     nodes = [n for n in ray.nodes() if n["Alive"]]
-    if len(nodes) != 1:
+    if len({n["NodeManagerAddress"] for n in nodes}) != 1:
         return True
-    have = nodes[0]["Resources"]
+    have = {}
+    for n in nodes:
+        for k, v in n["Resources"].items():
+            have[k] = have.get(k, 0) + v
     return any(have.get(k, 0) < v * num_workers for k, v in resources_per_worker.items())

@@ -1,6 +1,7 @@
 """`goalrm train`: run the training loop on Ray Train and place the export in OUTPUT_DIR/model."""
 
 import os
+import tempfile
 from dataclasses import dataclass
 
 import yaml
@@ -12,7 +13,8 @@ from goalrm.env import ray_temp_dir, setup_environment
 from goalrm.train import faults
 from goalrm.train.checkpoint import CONFIG_FILE, RUN_NAME, MarkComplete
 from goalrm.train.deepspeed_config import deepspeed_config
-from goalrm.train.storage import check_storage, run_is_multi_node
+from goalrm.train.resources import check_local_capacity
+from goalrm.train.storage import check_storage, run_may_span_hosts
 from goalrm.train.loop import MODEL_DIR, train_loop_per_worker
 
 
@@ -43,12 +45,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         )
 
 
-def worker_resources(train) -> dict:
-    """Ray resources of one training worker, as `goalrm train` asks for them."""
-    return {"GPU": 1, "CPU": 1} if train.use_gpu else {"CPU": 1}
-
-
-def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_worker: dict | None = None, checkpoint_config=None):
+def build_trainer(cfg: Config, output_dir: str, callbacks: list, checkpoint_config=None):
     """The TorchTrainer of one run; a sweep builds one per trial with its own callbacks and resources."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -70,7 +67,7 @@ def build_trainer(cfg: Config, output_dir: str, callbacks: list, resources_per_w
             "fault": faults.from_env(),
         },
         scaling_config=ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources_per_worker or worker_resources(t)
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=t.worker_resources()
         ),
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         run_config=RunConfig(
@@ -97,14 +94,16 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: 
     """Train into OUTPUT_DIR, which must not hold a run yet; with `resume`, continue the run there
     from its last complete checkpoint (CFG must be the config it started with: `run_config`)."""
     from goalrm.train.data_source import input_error
-    from goalrm.train.report import MetricsLogger
+    from goalrm.train.report import MetricsLogger, raise_if_stopped
 
     deepspeed_config(cfg.train, cfg.train.num_workers)  # a bad user JSON fails here, before Ray starts
+    t = cfg.train
+    if not ray_address:
+        check_local_capacity(t.num_workers, t.worker_resources())  # e.g. use_gpu on a machine without GPUs
     output_dir = os.path.abspath(output_dir)
     _claim_output_dir(cfg, output_dir, resume)
     init_ray(ray_address)
-    t = cfg.train
-    check_storage(t.storage_path or output_dir, run_is_multi_node(t.num_workers, worker_resources(t)))
+    check_storage(t.storage_path or output_dir, run_may_span_hosts(t.num_workers, t.worker_resources()))
     trainer = build_trainer(cfg, output_dir, callbacks=[MetricsLogger(output_dir)])
     try:
         result = trainer.fit()
@@ -114,10 +113,20 @@ def train(cfg: Config, output_dir: str, ray_address: str | None = None, resume: 
         if (cause := input_error(e)) is None:
             raise
         raise cause from None
+    raise_if_stopped(output_dir)
     model_dir = os.path.join(output_dir, MODEL_DIR)
-    with result.checkpoint.as_directory() as ckpt:
-        replace_dir(os.path.join(ckpt, MODEL_DIR), model_dir)
+    copy_export(result.checkpoint, model_dir)
     return TrainResult(model_dir=model_dir, metrics=result.metrics or {}, checkpoint_path=result.checkpoint.path)
+
+
+def copy_export(ckpt, model_dir: str) -> None:
+    """The final checkpoint's model/ to MODEL_DIR, atomically; from cloud storage only model/ is
+    downloaded, not the optimizer shards beside it."""
+    import pyarrow.fs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pyarrow.fs.copy_files(f"{ckpt.path}/{MODEL_DIR}", tmp, source_filesystem=ckpt.filesystem)
+        replace_dir(tmp, model_dir)
 
 
 def _claim_output_dir(cfg: Config, output_dir: str, resume: bool) -> None:

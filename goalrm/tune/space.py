@@ -36,8 +36,9 @@ class TuneSettings:
     num_samples: int = 1  # draws per grid point (random), or trials in all (optuna)
     max_concurrent_trials: int = 0  # 0 = as many as the cluster's CPUs/GPUs fit at once
     seed: int = 0  # for the random draws and Optuna's sampler
-    trial_resources: dict = field(default_factory=lambda: {"CPU": 0.01})  # the trial's driver; it only waits
-    worker_resources: dict = field(default_factory=dict)  # per training worker; {} = {CPU: 0.99} (+ {GPU: 1} with train.use_gpu)
+    # the trial's own process, which only waits on its TorchTrainer: memory alone, so that its workers
+    # (train.resources_per_worker) get every CPU; Ray refuses a bundle of nothing
+    trial_resources: dict = field(default_factory=lambda: {"CPU": 0, "memory": 2**28})
 
     def __post_init__(self):
         if self.mode not in ("max", "min"):
@@ -50,12 +51,11 @@ class TuneSettings:
             raise ValueError("tune.grace_period must be >= 0 and tune.reduction_factor > 1")
         if self.num_samples < 1 or self.max_concurrent_trials < 0:
             raise ValueError("tune.num_samples must be >= 1 and tune.max_concurrent_trials >= 0")
-        for name in ("trial_resources", "worker_resources"):
-            res = getattr(self, name)
-            if not isinstance(res, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in res.values()):
-                raise ValueError(f"tune.{name} must map resource names to numbers >= 0, e.g. {{CPU: 0.99}}, got {res!r}")
-        if not any(self.trial_resources.values()):
-            raise ValueError("tune.trial_resources must ask for something (Ray rejects {CPU: 0}); e.g. {CPU: 0.01}")
+        res = self.trial_resources
+        if not isinstance(res, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in res.values()):
+            raise ValueError(f"tune.trial_resources must map resource names to numbers >= 0, e.g. {{CPU: 0.01}}, got {res!r}")
+        if not any(res.values()):
+            raise ValueError("tune.trial_resources must ask for something (Ray rejects {CPU: 0}); e.g. {memory: 268435456}")
 
 
 @dataclass(frozen=True)

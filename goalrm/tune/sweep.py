@@ -9,6 +9,7 @@ import os
 import yaml
 
 from goalrm.config import Config, ConfigError, config_from_dict
+from goalrm.train.resources import SCHEDULING_ONLY, check_local_capacity
 from goalrm.tune.placement import release_all
 from goalrm.tune.results import SweepResult, TrialRecord, summarize_sweep, write_atomic
 from goalrm.tune.space import SweepSpec, TuneSettings, apply_values, load_space, parse_space
@@ -21,7 +22,7 @@ def sweep_trial(values: dict, base: dict, settings: dict, trials_dir: str) -> No
     from ray import tune
     from ray.train import CheckpointConfig
 
-    from goalrm.train.report import MetricsLogger
+    from goalrm.train.report import MetricsLogger, raise_if_stopped
     from goalrm.train.trainer import build_trainer
     from goalrm.tune.placement import RecordPlacementGroup
     from goalrm.tune.report import EvalReportCallback
@@ -36,11 +37,11 @@ def sweep_trial(values: dict, base: dict, settings: dict, trials_dir: str) -> No
         cfg,
         trial_dir,
         callbacks=[MetricsLogger(trial_dir), EvalReportCallback(s.metric), RecordPlacementGroup(trial_dir)],
-        resources_per_worker=worker_resources(cfg, s),
         # the best checkpoint and the latest (Ray always keeps the latest)
         checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode),
     )
     trainer.fit()
+    raise_if_stopped(trial_dir)  # a non-finite loss fails the trial
 
 
 def _trial_dirname(trial) -> str:
@@ -64,11 +65,6 @@ def _resolve_paths(cfg: dict) -> dict:
     return out
 
 
-def worker_resources(cfg: Config, s: TuneSettings) -> dict:
-    """tune.worker_resources, or 0.99 CPU (+1 GPU): with the trial's 0.01 a one-worker trial fills one CPU."""
-    return s.worker_resources or {"CPU": 0.99, **({"GPU": 1} if cfg.train.use_gpu else {})}
-
-
 def _max_concurrent(base: Config, s: TuneSettings) -> int:
     """Trials whose driver and workers all fit at once: a trial's driver asks for almost nothing, so
     Tune would otherwise start every trial's driver and leave too little for their workers."""
@@ -76,10 +72,10 @@ def _max_concurrent(base: Config, s: TuneSettings) -> int:
 
     if s.max_concurrent_trials:
         return s.max_concurrent_trials
-    per_worker = worker_resources(base, s)
+    per_worker = base.train.worker_resources()
     need = {k: s.trial_resources.get(k, 0) + base.train.num_workers * per_worker.get(k, 0) for k in {*per_worker, *s.trial_resources}}
     have = ray.cluster_resources()
-    fits = [math.floor(have.get(k, 0) / v + 1e-9) for k, v in need.items() if v > 0]
+    fits = [math.floor(have.get(k, 0) / v + 1e-9) for k, v in need.items() if v > 0 and k not in SCHEDULING_ONLY]
     if not fits or min(fits) < 1:
         raise ConfigError(f"one trial needs {need}, more than the cluster has ({ {k: have.get(k, 0) for k in need} })")
     return min(fits)
@@ -157,6 +153,9 @@ def run_sweep(base: Config, space, output_dir: str, ray_address: str | None = No
         "settings": dataclasses.asdict(spec.settings),
         "source": spec.source,
     }
+    if not ray_address:
+        t = base.train
+        check_local_capacity(t.num_workers, t.worker_resources(), spec.settings.trial_resources, what="one trial")
     write_atomic(os.path.join(output_dir, SWEEP_FILE), json.dumps(saved, indent=1))
     init_ray(ray_address)
     try:
