@@ -39,9 +39,9 @@ SHAPES = {
 WORDS = "the of and to a in is that for it as was with be by on not he this are or his from at which".split()
 
 
-def samples(n: int, seed: int = 0, median_chars: int = 300) -> list[dict]:
-    """Prompts of 40-400 characters, completions log-normal around `median_chars` (a long tail, as
-    sampled generations have), cut at 2000."""
+def samples(n: int, seed: int = 0, median_chars: int = 300, prompt_chars: tuple[int, int] = (40, 400)) -> list[dict]:
+    """Prompts of 40-400 characters (`prompt_chars`), completions log-normal around `median_chars`
+    (a long tail, as sampled generations have), cut at 2000."""
     rng = random.Random(seed)
 
     def text(chars):
@@ -53,7 +53,7 @@ def samples(n: int, seed: int = 0, median_chars: int = 300) -> list[dict]:
     rows = []
     for i in range(n):
         completion_chars = min(2000, max(10, int(rng.lognormvariate(0, 0.8) * median_chars)))
-        rows.append({"id": i, "prompt": f"Question {i}: " + text(rng.randint(40, 400)) + "\nAnswer:", "completion": " " + text(completion_chars)})
+        rows.append({"id": i, "prompt": f"Question {i}: " + text(rng.randint(*prompt_chars)) + "\nAnswer:", "completion": " " + text(completion_chars)})
     return rows
 
 

@@ -1,4 +1,4 @@
-"""goalrm command line: train, export, tune, eval, score, steer, report, data."""
+"""goalrm command line: train, export, tune, eval, score, serve, steer, report, data."""
 
 import argparse
 import json
@@ -128,6 +128,15 @@ def _score(args) -> int:
 
     fields = {k: v for k, v in vars(args).items() if k in ScoreConfig.__dataclass_fields__}
     score(ScoreConfig(**fields), address=args.address)
+    return 0
+
+
+def _serve(args) -> int:
+    from goalrm.serve.config import load_serve_config
+    from goalrm.serve.run import serve_until_stopped
+
+    cfg = load_serve_config(args.config, {"model": args.model, "api_key_file": args.api_key_file})
+    serve_until_stopped(cfg, args.host, args.port, address=args.address)
     return 0
 
 
@@ -267,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-col", help="truthy = the row's answer is correct; gives majority-vote accuracy")
     c.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
     c.set_defaults(func=_score)
+
+    v = sub.add_parser("serve", help="serve rewards and token Q-values over HTTP on Ray Serve, batching across requests")
+    v.add_argument("--model", help="an exported model folder (OUTPUT_DIR/model) or an HF sequence-classification folder (safetensors)")
+    v.add_argument("--config", help="serve config: ServeConfig keys (goalrm/serve/config.py), or a Ray Serve file like serve_configs/reward.yaml")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
+    v.add_argument("--api-key-file", help="a file holding a key; requests must then send `Authorization: Bearer <key>` (all but /health)")
+    v.set_defaults(func=_serve)
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)

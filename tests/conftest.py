@@ -44,3 +44,17 @@ def ray_session():
     init_ray(num_cpus=2)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """An export of the tiny preset (seed 0) with a goal state, as `goalrm train` writes one."""
+    from goalrm.export import save_reward_model
+    from goalrm.model import build_model
+    from goalrm.tiny import tiny_tokenizer
+
+    torch.manual_seed(0)
+    tok = tiny_tokenizer()
+    path = str(tmp_path_factory.mktemp("tiny_export") / "model")
+    save_reward_model(build_model("tiny", tokenizer=tok), tok, path, goal_state=torch.randn(128))
+    return path

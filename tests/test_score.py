@@ -18,26 +18,19 @@ from goalrm.config import ConfigError, ScoreConfig
 from goalrm.data.errors import BadRowError
 from goalrm.data.formats import Completion, completions_from_row
 from goalrm.data.tokenize import tokenize_completion
-from goalrm.export import save_reward_model
-from goalrm.model import build_model
 from goalrm.score.block import score_block
 from goalrm.score.filtering import filter_row, tokens_saved
 from goalrm.score.io import DONE, REJECTS, SCORED, input_files, output_paths, plan_blocks, read_block
 from goalrm.score.majority import majority_answer, majority_report
 from goalrm.score.scorer import load_scorer, score_sequences
-from goalrm.tiny import tiny_tokenizer
 
 ADDED_ORDER = ["role", "reward", "q_values", "min_q", "first_below", "keep", "first_error"]
 ADDED = {"role": pa.string(), "reward": pa.float32(), "min_q": pa.float32(), "first_below": pa.int32(), "keep": pa.bool_(), "first_error": pa.int32()}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = tiny_tokenizer()
-    path = str(tmp_path_factory.mktemp("score") / "model")
-    save_reward_model(build_model("tiny", tokenizer=tok), tok, path, goal_state=torch.randn(128))
-    return path
+def model_dir(tiny_export):
+    return tiny_export  # the tiny export conftest.py shares with the serve tests
 
 
 def _rows(n, start=0):

@@ -16,7 +16,8 @@ def load_scorer(model_dir: str, goal_file: str | None = None, device: str = "cpu
 @torch.inference_mode()
 def score_sequences(model, goal, seqs: list[tuple[list[int], int]], pad_id: int, batch_size: int, device="cpu"):
     """`seqs` are (ids, completion start). Returns rewards [N] float32 and one float32 array of
-    Q-values per sequence, over its completion (trailing special tokens included, as in training).
+    Q-values per sequence, over its completion (trailing special tokens included, as in training);
+    with `goal` None, rewards only (each Q-value entry None).
 
     Sequences run shortest first, so each batch pads to a length close to its own."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
@@ -31,10 +32,10 @@ def score_sequences(model, goal, seqs: list[tuple[list[int], int]], pad_id: int,
             n = len(seqs[i][0])
             ids[row, :n] = torch.tensor(seqs[i][0])
             mask[row, :n] = 1
-        out = model(ids.to(device), mask.to(device), with_reps=True)
-        q = q_values(out.reps, goal).cpu().numpy()
+        out = model(ids.to(device), mask.to(device), with_reps=goal is not None)
+        q = q_values(out.reps, goal).cpu().numpy() if goal is not None else None
         r = out.rewards.float().cpu().numpy()
         for row, i in enumerate(chunk):
             rewards[i] = r[row]
-            qs[i] = q[row, seqs[i][1] : len(seqs[i][0])].astype(np.float32)
+            qs[i] = q[row, seqs[i][1] : len(seqs[i][0])].astype(np.float32) if q is not None else None
     return rewards, qs
