@@ -12,12 +12,13 @@ from goalrm.cli import main
 
 pytestmark = pytest.mark.slow
 
-# tiny preset, one worker per trial (two trials side by side on 2 CPUs), an eval every 10 steps
+# tiny preset, one worker per trial (two trials side by side on 2 CPUs), an eval every 10 steps and a
+# checkpoint only at the end: ASHA still sees every eval
 BASE = {
     "model": {"name_or_path": "tiny"},
     "data": {"synthetic_train_size": 512, "synthetic_eval_size": 64, "max_length": 128, "goal_state_pairs": 32},
     "train": {"num_workers": 1, "zero_stage": 0, "lr": 1.0e-3, "max_steps": 30, "micro_batch_size": 16,
-              "log_every": 10, "eval_every": 10, "eval_batch_size": 64},
+              "log_every": 10, "eval_every": 10, "checkpoint_every": 30, "eval_batch_size": 64},
 }
 
 
