@@ -125,3 +125,39 @@ def test_synthetic_block_round_trip_keeps_first_error():
     got, _ = _pairs(_jsonl_block("s.jsonl", [json.dumps(row)]), DataConfig())
     assert got[0].rejected_first_error is not None
     assert got[0] == tokenize_pairs([PreferencePair(**row, source="s.jsonl:1")], TOK, 256)[0][0]
+
+
+class _Shard:
+    """Stands in for ray.train.get_dataset_shard: the same tokenized blocks, in order, each epoch."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+
+    def iter_batches(self, **_):
+        return iter(self.blocks)
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_resumed_stream_continues_where_the_run_stopped(grad_accum):
+    """A resumed worker reads its stream from the start and drops what the steps before the checkpoint
+    trained on, so step k's micro-batches are the uninterrupted run's (epoch boundaries included)."""
+    from goalrm.config import load_config
+    from goalrm.train.data_source import StreamTrainData
+
+    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in synthetic_preference_pairs(40, seed=5)]
+    block = tokenize_block(_jsonl_block("d.jsonl", [json.dumps(r) for r in rows]), TOK, DataConfig(max_length=128))
+    cfg = load_config(None, {"data": {"train": "d/", "loader": "ray_data", "group_window": 2, "goal_state_pairs": 12},
+                             "train": {"micro_batch_size": 4, "grad_accum": grad_accum, "num_workers": 1}})
+
+    def stream():
+        return StreamTrainData(cfg, 0, 1, shard=_Shard([block.slice(0, 25), block.slice(25)]))
+
+    whole = stream()
+    reference = [whole.micro_batch(step, m) for step in range(14) for m in range(grad_accum)]  # 40 pairs: past an epoch
+    resumed = stream()
+    after = [resumed.micro_batch(step, m) for step in range(9, 14) for m in range(grad_accum)]
+    assert after == reference[9 * grad_accum :]
+    assert resumed.goal_pairs() == whole.goal_pairs()  # the run's first 12 pairs, as if never interrupted
+    assert resumed.epoch(14) == whole.epoch(14) >= 1  # passes completed: the resume crossed an epoch too
+    with pytest.raises(ValueError, match="cannot go back"):
+        resumed.micro_batch(3, 0)

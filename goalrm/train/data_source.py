@@ -147,10 +147,17 @@ class MemoryTrainData:
 
 
 class StreamTrainData:
-    """This worker's Ray Data shard, read again each epoch, in length-grouped micro-batches."""
+    """This worker's Ray Data shard, read again each epoch, in length-grouped micro-batches.
 
-    def __init__(self, cfg: Config, rank: int, world: int):
-        self.cfg, self.epochs = cfg, 0
+    A resumed run reads its stream again from the start and drops the micro-batches the steps before the
+    checkpoint trained on. With one worker it then trains on exactly what an uninterrupted run would
+    (Ray Data keeps file order); with several, Ray Data's streaming split may hand a worker other blocks
+    than the first time, so each worker skips as many micro-batches as it had trained on, not the same ones.
+    """
+
+    def __init__(self, cfg: Config, rank: int, world: int, shard=None):
+        self.cfg, self.epochs, self.shard = cfg, 0, shard
+        self.next_micro = 0  # index of the next micro-batch of this worker's stream
         self.seen = dict.fromkeys(COUNTS, 0)  # counts of this pass's rows so far
         self.last_pass = None  # counts of the last complete pass: the data's own, for this worker's shard
         self.goal = []  # this worker's share of the first pairs trained on, for the exported goal state
@@ -159,7 +166,7 @@ class StreamTrainData:
         self.batches = grouped_batches(self._pairs(), t.micro_batch_size, d.group_window, d.group_by_length, t.seed)
 
     def _pairs(self) -> Iterator:
-        shard = ray.train.get_dataset_shard("train")
+        shard = self.shard if self.shard is not None else ray.train.get_dataset_shard("train")
         while True:
             n = 0
             for batch in shard.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
@@ -172,10 +179,16 @@ class StreamTrainData:
             self.last_pass, self.seen = self.seen, dict.fromkeys(COUNTS, 0)
 
     def micro_batch(self, step: int, micro: int) -> list:
-        pairs = next(self.batches)
-        if len(self.goal) < self.goal_size:
-            self.goal += pairs[: self.goal_size - len(self.goal)]
-        return pairs
+        target = step * self.cfg.train.grad_accum + micro
+        if target < self.next_micro:
+            raise ValueError(f"the stream is at micro-batch {self.next_micro}; it cannot go back to {target}")
+        while True:  # after a resume: the micro-batches of the steps already trained on come first
+            pairs = next(self.batches)
+            self.next_micro += 1
+            if len(self.goal) < self.goal_size:  # trained on before the checkpoint or now: the run's first pairs
+                self.goal += pairs[: self.goal_size - len(self.goal)]
+            if self.next_micro > target:
+                return pairs
 
     def epoch(self, steps_done: int) -> float:
         return float(self.epochs)  # passes completed: the stream's length is unknown until one ends
