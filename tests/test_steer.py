@@ -70,7 +70,6 @@ def test_each_step_keeps_the_best_candidate_and_traces_its_q(rm):
     d = decode(policy, ptok, score, PROMPTS[0], "steer", SteerSettings(candidates=5, step_tokens=3, max_new_tokens=7))
     assert all(len(q) == 5 for q in scored)
     assert d.q_trace == pytest.approx([float(q.max()) for q in scored])
-    assert d.final_q == d.q_trace[-1]
     assert d.final_q == pytest.approx(float(final_q(model, tok, goal, [d.prompt + d.text])[0]), abs=1e-5)
     assert d.new_tokens <= 7 and (d.stopped == "eos" or d.new_tokens == 7)
     if d.stopped == "length":
@@ -154,7 +153,7 @@ def test_cli_writes_jsonl_per_prompt_and_mode_with_goal_override(dirs, tmp_path,
     assert main(argv + ["--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["prompt"], r["mode"]) for r in rows] == [(p, m) for p in PROMPTS[:3] for m in ("steer", "sample", "greedy")]
-    assert all(len(r["q_trace"]) >= 1 and r["final_q"] == r["q_trace"][-1] for r in rows)
+    assert all(len(r["q_trace"]) >= 1 for r in rows)
     # the recorded Q is the Q of prompt + text toward the --goal tensor, not the export's goal
     model, tok, _, _ = load_reward_model(str(dirs / "rm"))
     recomputed = final_q(model, tok, goal, [r["prompt"] + r["text"] for r in rows])

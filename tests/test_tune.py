@@ -52,7 +52,7 @@ def test_sweep_asha_failure_best_yaml_and_plot(ray_session, base_yaml, tmp_path,
     assert failed["status"] == "failed" and failed["error"].startswith("FloatingPointError: non-finite loss inf at step 1")
     # the failure cost the others nothing: each trained and evaluated
     for lam in (0.0, 0.5, 1.0):
-        assert by_lam[lam]["status"] in ("finished", "stopped early") and float(by_lam[lam]["best_loss"]) > 0
+        assert by_lam[lam]["status"] in ("finished", "stopped early") and int(by_lam[lam]["best_step"]) >= 10
     assert by_lam[0.0]["status"] == "finished" and by_lam[0.0]["steps"] == "30"
     stopped = [r for r in rows if r["status"] == "stopped early"]
     assert stopped and all(int(r["steps"]) < 30 for r in stopped)  # λ=1 at least: its loss is far above the others'
