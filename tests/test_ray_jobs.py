@@ -1,6 +1,7 @@
 """Ray Jobs end to end: a real local head (`ray start --head`), jobs sent with `ray job submit`."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -58,7 +59,7 @@ def ray_head(tmp_path_factory):
                 if time.time() > deadline:
                     raise
                 time.sleep(1)
-        yield address, client, env
+        yield address, client, env, gcs
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -76,6 +77,11 @@ def ray_head(tmp_path_factory):
             os.kill(int(pid), signal.SIGKILL)
         log.close()
         assert not leftovers, f"processes outlived the head: {leftovers}"
+
+
+def joined_the_head(logs: str, ray_head) -> bool:
+    """goalrm's line on joining a cluster names the head's GCS port: the job never started a Ray of its own."""
+    return re.search(rf"joined the Ray cluster at [\w.-]+:{ray_head[3]}: ", logs) is not None
 
 
 def _write_config(path, **train) -> str:
@@ -115,7 +121,7 @@ def job_dir(tmp_path_factory):
 def test_train_job_submitted_with_ray_job_submit(ray_head, job_dir):
     from ray.job_submission import JobStatus
 
-    address, client, env = ray_head
+    address, client, env, _ = ray_head
     out = job_dir / "run"
     config = _write_config(job_dir / "job.yaml")
     proc = _submit(address, env, "goalrm-train", os.path.join(ROOT, "ray_jobs", "train.py"), "--config", config, "--output-dir", str(out))
@@ -127,13 +133,13 @@ def test_train_job_submitted_with_ray_job_submit(ray_head, job_dir):
     assert "succeeded" in proc.stdout.lower()
     assert os.path.exists(out / "model" / "model.safetensors")
     assert os.path.exists(out / "model" / "goal_state.safetensors")
-    assert "Connecting to existing Ray cluster" in logs  # it joined the head, never started a Ray of its own
+    assert joined_the_head(logs, ray_head), logs
 
 
 def test_broken_config_job_fails_with_a_clear_message(ray_head, tmp_path):
     from ray.job_submission import JobStatus
 
-    address, client, env = ray_head
+    address, client, env, _ = ray_head
     config = tmp_path / "broken.yaml"
     config.write_text("train:\n  max_stepz: 10\n")
     _submit(address, env, "goalrm-broken", os.path.join(ROOT, "ray_jobs", "train.py"), "--config", str(config), "--output-dir", str(tmp_path / "x"))
@@ -143,15 +149,14 @@ def test_broken_config_job_fails_with_a_clear_message(ray_head, tmp_path):
     assert "Traceback" not in logs
 
 
-def test_score_job_submitted_with_the_python_client(ray_head, job_dir):
+def test_score_job_submitted_with_the_python_client(ray_head, tmp_path, tiny_export):
     import json
 
     import pyarrow.parquet as pq
     from ray.job_submission import JobStatus
 
-    address, client, env = ray_head
-    model = job_dir / "run" / "model"
-    assert model.exists(), "needs the training job's export"
+    address, client, env, _ = ray_head
+    job_dir, model = tmp_path, tiny_export
     rows = [{"id": i, "prompt": f"Q{i}: 2+{i}=", "completion": f" {2 + i}"} for i in range(12)]
     (job_dir / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = job_dir / "scored"
@@ -161,4 +166,4 @@ def test_score_job_submitted_with_the_python_client(ray_head, job_dir):
     table = pq.read_table(out / "scored")
     assert sorted(table.column("id").to_pylist()) == list(range(12))
     assert {"reward", "q_values", "min_q", "first_below", "keep"} <= set(table.column_names)
-    assert "Connecting to existing Ray cluster" in client.get_job_logs(job_id)
+    assert joined_the_head(client.get_job_logs(job_id), ray_head)

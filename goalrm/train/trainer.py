@@ -39,7 +39,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     quiet = {} if verbose() else {"logging_level": logging.WARNING}  # Ray's own "Started a local Ray" lines
     runtime_env = {"env_vars": {VERBOSE_ENV: "1"}} if verbose() else None
     if address:
-        ray.init(address=address, runtime_env=runtime_env, **quiet)
+        ctx = ray.init(address=address, runtime_env=runtime_env, **quiet)
+        have = ray.cluster_resources()
+        print(f"joined the Ray cluster at {ctx.address_info['gcs_address']}: {len(ray.nodes())} nodes, "
+              f"{have.get('CPU', 0):g} CPUs, {have.get('GPU', 0):g} GPUs", flush=True)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the embedded local Ray has no auth to set up
         ray.init(
