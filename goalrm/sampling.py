@@ -1,8 +1,8 @@
 """Which token states the contrastive term compares (Nath et al. 2024, arXiv 2407.13887).
 
 One forward pass gives hidden states for B chosen rows then B rejected rows. For each pair we draw
-source states from the chosen completion, each with its own positive goal later in that same
-completion, and negative goals from the rejected completion. It is all index arithmetic on small
+source states from the chosen completion, positive goals later in that same completion, and negative
+goals from the rejected completion. It is all index arithmetic on small
 [B, n] tensors, with no loop over the batch, so it costs next to nothing beside the forward pass.
 """
 
@@ -13,7 +13,7 @@ from torch import Tensor
 
 STRATEGIES = ("random", "late")
 GOALS = ("single", "mean")
-PAIRINGS = ("all", "per_source")
+PAIRINGS = ("after_last", "all", "per_source")
 NEGATIVES = ("any", "divergent")
 
 
@@ -23,11 +23,14 @@ class SamplingConfig:
     late_fraction: float = 0.5  # p in (0, 1]; the late window is the last ceil(p * n) tokens
     source_fraction: float | None = None  # sources' own window (last fraction); None: as strategy says
     goal_fraction: float | None = None  # goals' (positive and negative) own window; None: as strategy says
-    sim_samples: int = 4  # sources for the positive term, each with its own positive goal
+    sim_samples: int = 4  # sources for the positive term, and as many positive goals
     unsim_samples: int = 4  # sources and negative goals for the negative term
     goal: str = "single"  # "single": each goal is one token | "mean": one goal, the mean of the drawn tokens
-    # "all": σ(cos) over every source x goal of a row, as the official code | "per_source": each source with its own goal
-    pairing: str = "all"
+    # how positive goals follow sources; σ(cos) is averaged over every source x goal of a row except with
+    # per_source. "after_last": every goal at or after the row's latest source (goals late; measured best,
+    # bench/RESULTS.md) | "all": each source with its own strictly later goal, as the official code
+    # | "per_source": as "all", each source compared with its own goal only
+    pairing: str = "after_last"
     # "divergent": negative goals from where the rejected completion's tokens first differ from the chosen's
     # (tokens of a shared prefix are copies of positives) | "any": anywhere in the rejected completion
     negatives: str = "any"
@@ -136,10 +139,14 @@ def sample_states(
     # one draw for all four index sets
     rand = torch.rand(b, 2 * s + 2 * u, generator=generator, device=hidden.device)
     u_src, u_goal, u_src_neg, u_goal_neg = rand.split([s, s, u, u], dim=1)
-    # a source leaves room for a strictly later goal (a goal on its own source is a trivial cos = 1)
-    # unless its window is a single token
-    src_idx = _draw(u_src, src_lo[:b], torch.maximum(src_lo[:b] + 1, c_end - 1))
-    goal_first = torch.maximum(goal_lo[:b, None], torch.minimum(src_idx + 1, c_end[:, None] - 1))
+    if cfg.pairing == "after_last":
+        src_idx = _draw(u_src, src_lo[:b], c_end)
+        goal_first = torch.maximum(goal_lo[:b], src_idx.amax(1))[:, None].expand_as(src_idx)
+    else:
+        # a source leaves room for a strictly later goal (a goal on its own source is a trivial cos = 1)
+        # unless its window is a single token
+        src_idx = _draw(u_src, src_lo[:b], torch.maximum(src_lo[:b] + 1, c_end - 1))
+        goal_first = torch.maximum(goal_lo[:b, None], torch.minimum(src_idx + 1, c_end[:, None] - 1))
     goal_pos_idx = _draw(u_goal, goal_first, c_end[:, None].expand_as(goal_first))
     src_neg_idx = _draw(u_src_neg, src_lo[:b], c_end)
     goal_neg_idx = _draw(u_goal_neg, neg_lo, r_end)

@@ -231,8 +231,9 @@ def test_per_source_pairing_takes_each_source_with_its_own_goal():
 def test_pairing_switch_reaches_the_loss():
     rewards, hidden, start, end = make_batch()
     values = {}
-    for pairing in ("all", "per_source"):
+    for pairing in ("after_last", "all", "per_source"):
         cfg = LossConfig(contrastive_weight=1.0, sampling={"pairing": pairing, "sim_samples": 6})
         _, parts = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(3))
         values[pairing] = float(parts["contrastive_loss"])
     assert values["all"] != pytest.approx(values["per_source"], abs=1e-4)
+    assert values["after_last"] != pytest.approx(values["all"], abs=1e-4)

@@ -73,6 +73,7 @@ def batches(draw):
         sim_samples=draw(st.integers(1, 6)),
         unsim_samples=draw(st.integers(1, 6)),
         negatives=draw(st.sampled_from(["any", "divergent"])),
+        pairing=draw(st.sampled_from(["after_last", "all", "per_source"])),
     )
     divergence = [draw(st.integers(spans[b + r][0], spans[b + r][1])) for r in range(b)]
     return b, t, spans, cfg, draw(st.integers(0, 2**31)), divergence
@@ -95,8 +96,11 @@ def test_indices_stay_in_their_windows(case):
         # sources: the chosen completion's source window, never prompt or pad
         assert all(s_lo <= i < c_end for i in src + pos["src_neg"][r].tolist())
         for i, g in zip(src, goal):
-            # each goal: in the goal window, and strictly after its own source unless nothing is
-            assert g_lo <= g < c_end and (g > i or i == c_end - 1)
+            assert g_lo <= g < c_end  # in the goal window
+            if cfg.pairing == "after_last":  # at or after every source of the row
+                assert g >= max(src)
+            else:  # strictly after its own source unless nothing is
+                assert g > i or i == c_end - 1
         # negative goals: the rejected completion's goal window, from its divergence when asked
         assert all(n_lo <= g < r_end for g in pos["goal_neg"][r].tolist())
 
@@ -105,7 +109,7 @@ def test_indices_stay_in_their_windows(case):
 def test_many_draws_cover_exactly_the_window(strategy, fraction):
     # 2000 draws per set: every window position is hit, and nothing outside it (off-by-one check)
     spans = [(3, 8), (0, 1), (2, 12), (5, 6)]  # chosen rows, then rejected rows
-    cfg = SamplingConfig(strategy=strategy, late_fraction=fraction, sim_samples=2000, unsim_samples=2000)
+    cfg = SamplingConfig(strategy=strategy, late_fraction=fraction, sim_samples=2000, unsim_samples=2000, pairing="all")
     start, end = torch.tensor([a for a, _ in spans]), torch.tensor([e for _, e in spans])
     pos = drawn_positions(12, start, end, cfg, seed=0)
     for r in range(2):
@@ -118,10 +122,21 @@ def test_many_draws_cover_exactly_the_window(strategy, fraction):
         assert set(pos["goal_pos"][r].tolist()) == set(range(min(c_lo + 1, c_hi - 1), c_hi))
 
 
+def test_after_last_puts_every_goal_after_the_latest_source():
+    """goalrm's original reading, the default: with many sources the latest is the last token, and so
+    is every goal; sources range over the whole window, the last token included."""
+    start, end = torch.tensor([3, 0]), torch.tensor([12, 12])
+    pos = drawn_positions(12, start, end, SamplingConfig(sim_samples=2000), seed=4)
+    assert set(pos["src"][0].tolist()) == set(range(3, 12)) and set(pos["goal_pos"][0].tolist()) == {11}
+    few = drawn_positions(40, torch.tensor([0, 0]), torch.tensor([40, 40]), SamplingConfig(sim_samples=2), seed=5)
+    assert (few["goal_pos"] >= few["src"].amax(1, keepdim=True)).all()
+
+
 def test_each_goal_is_tied_to_its_own_source():
-    """Goals follow their own source, not the latest of all sources: early sources get early goals too."""
+    """With pairing all, goals follow their own source, not the latest of all sources: early sources get
+    early goals too."""
     start, end = torch.tensor([0, 0]), torch.tensor([40, 40])
-    pos = drawn_positions(40, start, end, SamplingConfig(sim_samples=4000), seed=1)
+    pos = drawn_positions(40, start, end, SamplingConfig(sim_samples=4000, pairing="all"), seed=1)
     src, goal = pos["src"][0], pos["goal_pos"][0]
     assert (goal > src).all()
     assert goal[src < 5].min() <= 5  # the old rule drew every goal after max(sources) = 38
@@ -142,7 +157,7 @@ def test_divergent_negatives_skip_the_shared_prefix_and_fall_back_without_one():
 
 def test_source_and_goal_windows_are_separate_knobs():
     start, end = torch.tensor([0, 0]), torch.tensor([20, 20])
-    cfg = SamplingConfig(strategy="random", goal_fraction=0.25, sim_samples=3000, unsim_samples=3000)
+    cfg = SamplingConfig(strategy="random", goal_fraction=0.25, sim_samples=3000, unsim_samples=3000, pairing="all")
     pos = drawn_positions(20, start, end, cfg, seed=3)
     assert set(pos["src"][0].tolist()) == set(range(0, 19))  # sources range over the whole completion
     assert set(pos["goal_pos"][0].tolist()) == set(range(15, 20))  # goals in the last quarter
