@@ -49,7 +49,10 @@ class BlockScorer:
     """One Ray Data actor: loads the model once, then scores whole blocks."""
 
     def __init__(self, cfg: ScoreConfig, out_dir: str, threads: int):
+        import ray
+
         torch.set_num_threads(threads)
+        self.node = ray.get_runtime_context().get_node_id()
         self.cfg, self.out_dir = cfg, out_dir
         self.device = "cuda" if cfg.gpus_per_scorer else "cpu"
         self.model, self.tokenizer, self.goal = load_scorer(cfg.model, cfg.goal, self.device, cfg.dtype)
@@ -59,7 +62,7 @@ class BlockScorer:
         markers = []
         for i in range(len(batch["path"])):
             block = Block(str(batch["path"][i]), *(int(batch[k][i]) for k in ("file_index", "start", "stop", "offset")))
-            m = score_block(self.fs, block, self.model, self.tokenizer, self.goal, self.cfg, self.out_dir, self.device)
+            m = score_block(self.fs, block, self.model, self.tokenizer, self.goal, self.cfg, self.out_dir, self.device, self.node)
             markers.append(json.dumps(m))
         return {"marker": markers}
 
