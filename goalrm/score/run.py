@@ -71,10 +71,7 @@ def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dic
     import ray
     from ray.data import ActorPoolStrategy
 
-    node_cpus = ray.cluster_resources().get("CPU", 1.0)
-    threads = cfg.threads_per_scorer or max(1, int(node_cpus // cfg.num_scorers))
-    # whole CPUs for every actor can leave Ray Data none for its own tasks: it then waits forever
-    cpus = cfg.cpus_per_scorer or min(float(threads), max(0.1, (node_cpus - 0.5) / cfg.num_scorers))
+    threads, cpus = scorer_cpus(cfg, [n["Resources"] for n in ray.nodes() if n["Alive"]])
     ds = ray.data.from_items([b.as_dict() for b in todo], override_num_blocks=len(todo)).map_batches(
         BlockScorer,
         fn_constructor_kwargs={"cfg": cfg, "out_dir": out_dir, "threads": threads},
@@ -84,6 +81,20 @@ def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dic
         num_gpus=cfg.gpus_per_scorer or None,
     )
     return [json.loads(row["marker"]) for row in ds.iter_rows()]
+
+
+def scorer_cpus(cfg: ScoreConfig, nodes: list[dict]) -> tuple[int, float]:
+    """(torch threads, Ray CPUs) of one scorer, given each node's Ray resources: a share of one node,
+    never of the whole cluster, which no node has. Every node that can hold a scorer (CPUs, and the
+    GPUs it asks for) gets room for ceil(scorers / such nodes) of them, sized by the smallest node,
+    so that all of them fit wherever Ray places them."""
+    hosts = [n["CPU"] for n in nodes if n.get("CPU", 0) > 0 and n.get("GPU", 0) >= cfg.gpus_per_scorer]
+    node_cpus = min(hosts, default=1.0)  # no such node yet (an autoscaler may add it): a small share
+    per_node = -(-cfg.num_scorers // max(1, len(hosts)))
+    threads = cfg.threads_per_scorer or max(1, int(node_cpus // per_node))
+    # whole CPUs for every actor can leave Ray Data none for its own tasks: it then waits forever
+    cpus = cfg.cpus_per_scorer or min(float(threads), max(0.1, (node_cpus - 0.5) / per_node))
+    return threads, cpus
 
 
 def _check_model(cfg: ScoreConfig) -> None:
