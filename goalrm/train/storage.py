@@ -50,6 +50,18 @@ def check_storage(path: str, spans_hosts: bool, mounts_file: str = "/proc/mounts
         )
 
 
+def holds_run(storage_path: str, name: str) -> bool:
+    """Whether STORAGE_PATH (a folder or a URI) has a Ray Train run called NAME, which Ray Train would
+    continue instead of starting a new one."""
+    import pyarrow.fs
+
+    if is_uri(storage_path):
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    else:
+        fs, root = pyarrow.fs.LocalFileSystem(), os.path.abspath(storage_path)
+    return fs.get_file_info(f"{root.rstrip('/')}/{name}").type != pyarrow.fs.FileType.NotFound
+
+
 def run_may_span_hosts(num_workers: int, resources_per_worker: dict) -> bool:
     """True unless every node of the cluster is on this one host (several raylets of one machine share its
     filesystem) and the host alone can place every worker."""
