@@ -15,6 +15,7 @@ from goalrm.score.block import score_block
 from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp, write_json
 from goalrm.score.scorer import load_scorer
 from goalrm.score.summary import format_summary, majority_from_output, read_markers, summarize
+from goalrm.train.storage import filesystem_type, is_shared, spans_hosts
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
@@ -33,6 +34,7 @@ def score(cfg: ScoreConfig, address: str | None = None, print_summary: bool = Tr
     run_markers, t0 = [], time.perf_counter()
     if todo:
         init_ray(address)
+        check_shared_paths(cfg, out_dir, spans_hosts())
         t0 = time.perf_counter()  # scoring time: actor start-up and model loads included, Ray's own start not
         run_markers = _score_blocks(todo, cfg, out_dir)
     summary = summarize(read_markers(out_dir, blocks), len(blocks), run_markers, time.perf_counter() - t0)
@@ -95,6 +97,18 @@ def scorer_cpus(cfg: ScoreConfig, nodes: list[dict]) -> tuple[int, float]:
     # whole CPUs for every actor can leave Ray Data none for its own tasks: it then waits forever
     cpus = cfg.cpus_per_scorer or min(float(threads), max(0.1, (node_cpus - 0.5) / per_node))
     return threads, cpus
+
+
+def check_shared_paths(cfg: ScoreConfig, out_dir: str, spans_hosts: bool, mounts_file: str = "/proc/mounts") -> None:
+    """Scorers on any node read the model and the input, and write their blocks, by the paths given here,
+    and the summary reads the blocks back on this one: on several hosts every node must mount them."""
+    for flag, path in (("--model", cfg.model), ("--input", cfg.input), ("--output", out_dir)):
+        if spans_hosts and not is_shared(path, mounts_file):
+            raise ConfigError(
+                f"{flag} {path} is on a node-local filesystem ({filesystem_type(path, mounts_file)}), but the scorers "
+                "run on several hosts; use a filesystem every node mounts (NFS, Lustre, a FUSE mount)"
+                + (" or a URI (s3://, gs://)" if flag == "--input" else "")
+            )
 
 
 def _check_model(cfg: ScoreConfig) -> None:

@@ -67,11 +67,18 @@ def run_may_span_hosts(num_workers: int, resources_per_worker: dict) -> bool:
     filesystem) and the host alone can place every worker."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    if len({n["NodeManagerAddress"] for n in nodes}) != 1:
+    if spans_hosts():
         return True
+    nodes = [n for n in ray.nodes() if n["Alive"]]
     have = {}
     for n in nodes:
         for k, v in n["Resources"].items():
             have[k] = have.get(k, 0) + v
     return any(have.get(k, 0) < v * num_workers for k, v in resources_per_worker.items())
+
+
+def spans_hosts() -> bool:
+    """Whether the joined Ray cluster has nodes on more than one host."""
+    import ray
+
+    return len({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}) > 1
