@@ -90,9 +90,9 @@ def scorer_cpus(cfg: ScoreConfig, nodes: list[dict]) -> tuple[int, float]:
     never of the whole cluster, which no node has. Every node that can hold a scorer (CPUs, and the
     GPUs it asks for) gets room for ceil(scorers / such nodes) of them, sized by the smallest node,
     so that all of them fit wherever Ray places them."""
-    hosts = [n["CPU"] for n in nodes if n.get("CPU", 0) > 0 and n.get("GPU", 0) >= cfg.gpus_per_scorer]
-    node_cpus = min(hosts, default=1.0)  # no such node yet (an autoscaler may add it): a small share
-    per_node = -(-cfg.num_scorers // max(1, len(hosts)))
+    usable = [n["CPU"] for n in nodes if n.get("CPU", 0) > 0 and n.get("GPU", 0) >= cfg.gpus_per_scorer]
+    node_cpus = min(usable, default=1.0)  # no such node yet (an autoscaler may add it): a small share
+    per_node = -(-cfg.num_scorers // max(1, len(usable)))
     threads = cfg.threads_per_scorer or max(1, int(node_cpus // per_node))
     # whole CPUs for every actor can leave Ray Data none for its own tasks: it then waits forever
     cpus = cfg.cpus_per_scorer or min(float(threads), max(0.1, (node_cpus - 0.5) / per_node))

@@ -14,7 +14,6 @@ import os
 import time
 from pathlib import Path
 
-import ray
 import ray.train
 
 from goalrm.atomic import write_text
