@@ -51,3 +51,14 @@ def test_a_run_dir_holds_one_run_and_resumes_only_with_its_config(tmp_path, caps
     assert "drop --config, --model and --output-dir" in capsys.readouterr().err
     assert main(["train", "--output-dir", run]) == 2
     assert f"{run} already holds a run" in capsys.readouterr().err
+
+
+def test_a_storage_path_holds_one_run(tmp_path):
+    """Ray Train continues the run it finds under the storage path: a second run there would silently
+    start from the first one's checkpoints (or, finished, export its model as its own)."""
+    storage = str(tmp_path / "shared")
+    _checkpoint(storage, "checkpoint_2026-01-01_00-00-01.000000", step=2)  # another output dir's run
+    cfg = load_config(None, {"train": {"storage_path": storage}})
+    with pytest.raises(FileExistsError, match=f"train.storage_path {storage} already holds a run"):
+        train(cfg, str(tmp_path / "new_run"))  # before Ray starts
+    assert not os.path.exists(tmp_path / "new_run" / "config.yaml")

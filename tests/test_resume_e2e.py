@@ -2,7 +2,7 @@
 
 Every run is the same 6-step ZeRO-3 job with a checkpoint every 2 steps, so each continuation is
 compared against one uninterrupted reference run. A test stops a worker at a chosen point with
-GOALRM_FAULT (goalrm/train/faults.py) and kills that worker's process by the PID it wrote.
+GOALRM_FAULT (goalrm/train/faults.py) and kills that worker's process by the PID it records.
 """
 
 import json
@@ -65,7 +65,7 @@ def _kill_when_stopped(run_dir, pid_file, after_step):
             steps = [m["step"] for m in _metrics(run_dir)]
             if os.path.exists(pid_file) and steps and steps[-1] >= after_step:
                 with open(pid_file) as f:
-                    os.kill(int(f.read()), signal.SIGKILL)
+                    os.kill(json.load(f)["pid"], signal.SIGKILL)
                 return
             time.sleep(0.5)
 

@@ -22,6 +22,7 @@ from goalrm.score.block import score_block
 from goalrm.score.filtering import filter_row, tokens_saved
 from goalrm.score.io import DONE, REJECTS, SCORED, input_files, output_paths, plan_blocks, read_block
 from goalrm.score.majority import majority_answer, majority_report
+from goalrm.score.run import scorer_cpus
 from goalrm.score.scorer import load_scorer, score_sequences
 
 ADDED_ORDER = ["role", "reward", "q_values", "min_q", "first_below", "keep", "first_error"]
@@ -219,6 +220,23 @@ def test_cli_errors_before_ray(tmp_path, model_dir, capsys):
     assert "tensor 'goal' has shape [7], but the model's representations have size 128" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--group-col and --answer-col"):
         ScoreConfig(model="m", input="i", output="o", group_col="g")
+
+
+def test_scorer_cpus_are_a_share_of_one_node():
+    def cfg(**kw):
+        return ScoreConfig(model="m", input="i", output="o", **kw)
+
+    # one 2-CPU node: a share each, half a CPU left to Ray Data
+    assert scorer_cpus(cfg(num_scorers=2), [{"CPU": 2.0}]) == (1, 0.75)
+    assert scorer_cpus(cfg(num_scorers=1), [{"CPU": 2.0}]) == (2, 1.5)
+    # a head without CPUs and two 8-CPU nodes: one scorer must fit on one node, not take the cluster's 16 CPUs
+    nodes = [{"CPU": 0.0}, {"CPU": 8.0}, {"CPU": 8.0}]
+    assert scorer_cpus(cfg(num_scorers=1), nodes) == (8, 7.5)
+    assert scorer_cpus(cfg(num_scorers=3), nodes) == (4, 3.75)  # 2 on one node, 1 on the other
+    # GPU scorers land only on nodes with GPUs: 8 per 96-CPU node, whatever the CPU head has
+    gpu_nodes = [{"CPU": 8.0}, {"CPU": 96.0, "GPU": 8.0}, {"CPU": 96.0, "GPU": 8.0}]
+    assert scorer_cpus(cfg(num_scorers=16, gpus_per_scorer=1), gpu_nodes) == (12, 95.5 / 8)
+    assert scorer_cpus(cfg(num_scorers=2, threads_per_scorer=3, cpus_per_scorer=2.5), nodes) == (3, 2.5)
 
 
 # ---------------------------------------------------------------- end to end on Ray (slow)

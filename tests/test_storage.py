@@ -1,6 +1,7 @@
 import pytest
 
-from goalrm.config import ConfigError
+from goalrm.config import ConfigError, ScoreConfig
+from goalrm.score.run import check_shared_paths
 from goalrm.train.storage import check_storage, filesystem_type, is_shared
 
 MOUNTS = """\
@@ -39,3 +40,15 @@ def test_multi_node_run_on_local_disk_fails_early(mounts):
         check_storage("file:///scratch/runs", spans_hosts=True, mounts_file=mounts)
     check_storage("/scratch/runs", spans_hosts=False, mounts_file=mounts)  # one host: local disk is fine
     check_storage("gs://bucket/runs", spans_hosts=True, mounts_file=mounts)
+
+
+def test_scoring_on_several_hosts_needs_paths_every_node_mounts(mounts):
+    """Scorers on other hosts would write their blocks to their own disks, and the summary would not see them."""
+    shared = ScoreConfig(model="/mnt/shared/model", input="s3://bucket/in/", output="/mnt/shared/scored")
+    check_shared_paths(shared, shared.output, spans_hosts=True, mounts_file=mounts)
+    for flag, local in (("--model", {"model": "/scratch/model"}), ("--input", {"input": "/scratch/in.jsonl"}),
+                        ("--output", {"output": "/scratch/scored"})):
+        cfg = ScoreConfig(**{**vars(shared), **local})
+        with pytest.raises(ConfigError, match=f"{flag} /scratch/.* is on a node-local filesystem \\(ext4\\)"):
+            check_shared_paths(cfg, cfg.output, spans_hosts=True, mounts_file=mounts)
+        check_shared_paths(cfg, cfg.output, spans_hosts=False, mounts_file=mounts)  # one host: its disk is shared

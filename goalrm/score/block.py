@@ -18,7 +18,7 @@ ADDED = ("role", "reward", "q_values", "min_q", "first_below", "keep", "first_er
 ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
 
 
-def score_block(fs, block: Block, model, tokenizer, goal, cfg, out_dir: str, device="cpu") -> dict:
+def score_block(fs, block: Block, model, tokenizer, goal, cfg, out_dir: str, device="cpu", node: str | None = None) -> dict:
     t0 = time.perf_counter()
     table, records = read_block(fs, block)
     items, rejects, trunc = [], {}, TruncationStats()  # items: (record index, TokenizedCompletion, role)
@@ -57,6 +57,7 @@ def score_block(fs, block: Block, model, tokenizer, goal, cfg, out_dir: str, dev
         "bad_rows": len(rejects),
         "bad_rows_by_reason": dict(Counter(err.reason for err in rejects.values())),
         "seconds": time.perf_counter() - t0,
+        "node": node,  # the Ray node id of the scorer that ran it; None outside Ray
     }
     write_json(paths[DONE], marker)
     return marker

@@ -16,6 +16,7 @@ from goalrm.score.block import score_block
 from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp, write_json
 from goalrm.score.scorer import load_scorer
 from goalrm.score.summary import format_summary, localization_from_output, majority_from_output, read_markers, summarize
+from goalrm.train.storage import filesystem_type, is_shared, spans_hosts
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
@@ -34,6 +35,7 @@ def score(cfg: ScoreConfig, address: str | None = None, print_summary: bool = Tr
     run_markers, t0 = [], time.perf_counter()
     if todo:
         init_ray(address)
+        check_shared_paths(cfg, out_dir, spans_hosts())
         t0 = time.perf_counter()  # scoring time: actor start-up and model loads included, Ray's own start not
         run_markers = _score_blocks(todo, cfg, out_dir)
     summary = summarize(read_markers(out_dir, blocks), len(blocks), run_markers, time.perf_counter() - t0)
@@ -52,8 +54,11 @@ class BlockScorer:
     """One Ray Data actor: loads the model once, then scores whole blocks."""
 
     def __init__(self, cfg: ScoreConfig, out_dir: str, threads: int):
+        import ray
+
         quiet_libraries()
         torch.set_num_threads(threads)
+        self.node = ray.get_runtime_context().get_node_id()
         self.cfg, self.out_dir = cfg, out_dir
         self.device = "cuda" if cfg.gpus_per_scorer else "cpu"
         self.model, self.tokenizer, self.goal = load_scorer(cfg.model, cfg.goal, self.device, cfg.dtype)
@@ -63,7 +68,7 @@ class BlockScorer:
         markers = []
         for i in range(len(batch["path"])):
             block = Block(str(batch["path"][i]), *(int(batch[k][i]) for k in ("file_index", "start", "stop", "offset")))
-            m = score_block(self.fs, block, self.model, self.tokenizer, self.goal, self.cfg, self.out_dir, self.device)
+            m = score_block(self.fs, block, self.model, self.tokenizer, self.goal, self.cfg, self.out_dir, self.device, self.node)
             markers.append(json.dumps(m))
         return {"marker": markers}
 
@@ -72,10 +77,7 @@ def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dic
     import ray
     from ray.data import ActorPoolStrategy
 
-    node_cpus = ray.cluster_resources().get("CPU", 1.0)
-    threads = cfg.threads_per_scorer or max(1, int(node_cpus // cfg.num_scorers))
-    # whole CPUs for every actor can leave Ray Data none for its own tasks: it then waits forever
-    cpus = cfg.cpus_per_scorer or min(float(threads), max(0.1, (node_cpus - 0.5) / cfg.num_scorers))
+    threads, cpus = scorer_cpus(cfg, [n["Resources"] for n in ray.nodes() if n["Alive"]])
     ds = ray.data.from_items([b.as_dict() for b in todo], override_num_blocks=len(todo)).map_batches(
         BlockScorer,
         fn_constructor_kwargs={"cfg": cfg, "out_dir": out_dir, "threads": threads},
@@ -91,6 +93,32 @@ def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dic
             markers.append(json.loads(row["marker"]))
             bar.update_to(len(markers))
     return markers
+
+
+def scorer_cpus(cfg: ScoreConfig, nodes: list[dict]) -> tuple[int, float]:
+    """(torch threads, Ray CPUs) of one scorer, given each node's Ray resources: a share of one node,
+    never of the whole cluster, which no node has. Every node that can hold a scorer (CPUs, and the
+    GPUs it asks for) gets room for ceil(scorers / such nodes) of them, sized by the smallest node,
+    so that all of them fit wherever Ray places them."""
+    usable = [n["CPU"] for n in nodes if n.get("CPU", 0) > 0 and n.get("GPU", 0) >= cfg.gpus_per_scorer]
+    node_cpus = min(usable, default=1.0)  # no such node yet (an autoscaler may add it): a small share
+    per_node = -(-cfg.num_scorers // max(1, len(usable)))
+    threads = cfg.threads_per_scorer or max(1, int(node_cpus // per_node))
+    # whole CPUs for every actor can leave Ray Data none for its own tasks: it then waits forever
+    cpus = cfg.cpus_per_scorer or min(float(threads), max(0.1, (node_cpus - 0.5) / per_node))
+    return threads, cpus
+
+
+def check_shared_paths(cfg: ScoreConfig, out_dir: str, spans_hosts: bool, mounts_file: str = "/proc/mounts") -> None:
+    """Scorers on any node read the model and the input, and write their blocks, by the paths given here,
+    and the summary reads the blocks back on this one: on several hosts every node must mount them."""
+    for flag, path in (("--model", cfg.model), ("--input", cfg.input), ("--output", out_dir)):
+        if spans_hosts and not is_shared(path, mounts_file):
+            raise ConfigError(
+                f"{flag} {path} is on a node-local filesystem ({filesystem_type(path, mounts_file)}), but the scorers "
+                "run on several hosts; use a filesystem every node mounts (NFS, Lustre, a FUSE mount)"
+                + (" or a URI (s3://, gs://)" if flag == "--input" else "")
+            )
 
 
 def _check_model(cfg: ScoreConfig) -> None:

@@ -4,8 +4,9 @@ Armed by GOALRM_FAULT in the driver's environment, a JSON object
   {"at": "step" | "upload", "step": K, "rank": R, "pid_file": PATH}
 "step": rank R stops after step K (and its report). "upload": rank R stops halfway through
 uploading its part of the checkpoint saved at step K, leaving a partial checkpoint in storage.
-The worker writes its PID to PATH, then sleeps until killed. It fires once per PATH, so a
-restarted worker group runs on past the same point.
+The worker writes JSON {"pid": ..., "node_id": ...} to PATH (its process and its Ray node, so a test
+can kill either), then sleeps until killed. It fires once per PATH, so a restarted worker group runs
+on past the same point.
 """
 
 import json
@@ -34,7 +35,8 @@ def _armed(fault: dict | None, at: str, step: int, rank: int) -> bool:
 
 
 def _stop(fault: dict) -> None:
-    write_text(fault["pid_file"], str(os.getpid()))
+    record = {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+    write_text(fault["pid_file"], json.dumps(record))
     while True:
         time.sleep(60)
 

@@ -30,7 +30,7 @@ from goalrm.qvalues import final_token_reps
 from goalrm.sampling import sampling_generator
 from goalrm.train import checkpoint, faults
 from goalrm.train.data_source import train_data_source
-from goalrm.train.report import NONFINITE
+from goalrm.train.report import NODE, NONFINITE
 from goalrm.train.schedule import warmup_cosine
 
 MODEL_DIR = "model"
@@ -127,6 +127,7 @@ class _Run:
         self.cfg, self.loop_config, self.engine, self.scheduler = cfg, loop_config, engine, scheduler
         self.tokenizer, self.source, self.gen = tokenizer, source, gen
         self.rank, self.world, self.device = rank, world, device
+        self.node = ray.get_runtime_context().get_node_id()
         self.eval_shard, self.eval_real = even_shard(eval_pairs, rank, world)
         goal_dim = cfg.model.projection_dim or engine.module.config.get_text_config().hidden_size
         self.goal_sum = torch.zeros(goal_dim, dtype=torch.float32, device=device)  # running goal estimate for the eval Q-gap
@@ -171,6 +172,7 @@ class _Run:
         tokens, slots, pairs = totals[len(LOSSES) : len(LOSSES) + 3]
         metrics = {
             "step": step,
+            NODE: self.node,
             "epoch": self.epoch,
             "lr": self.scheduler.get_last_lr()[0],
             **losses,

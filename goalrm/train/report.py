@@ -7,6 +7,8 @@ import ray.train
 
 METRICS_FILE = "metrics.jsonl"
 NONFINITE = "nonfinite_loss"  # a report key: the run stopped on a NaN or infinite loss
+NODE = "node"  # a report key: the Ray node id of the reporting rank
+NODES = "nodes"  # in metrics.jsonl: every rank's node, by rank, on the first report and after a restart that moved one
 
 
 class MetricsLogger(ray.train.UserCallback):
@@ -15,9 +17,13 @@ class MetricsLogger(ray.train.UserCallback):
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
         self._tb = None
+        self._nodes = None
 
     def after_report(self, run_context, metrics, checkpoint):
-        m = metrics[0]
+        m = {k: v for k, v in metrics[0].items() if k != NODE}
+        nodes = [w.get(NODE) for w in metrics]
+        if NODE in metrics[0] and nodes != self._nodes:
+            m[NODES] = self._nodes = nodes
         os.makedirs(self.output_dir, exist_ok=True)
         with open(os.path.join(self.output_dir, METRICS_FILE), "a") as f:
             f.write(json.dumps(m) + "\n")

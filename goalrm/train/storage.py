@@ -50,16 +50,35 @@ def check_storage(path: str, spans_hosts: bool, mounts_file: str = "/proc/mounts
         )
 
 
+def holds_run(storage_path: str, name: str) -> bool:
+    """Whether STORAGE_PATH (a folder or a URI) has a Ray Train run called NAME, which Ray Train would
+    continue instead of starting a new one."""
+    import pyarrow.fs
+
+    if is_uri(storage_path):
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    else:
+        fs, root = pyarrow.fs.LocalFileSystem(), os.path.abspath(storage_path)
+    return fs.get_file_info(f"{root.rstrip('/')}/{name}").type != pyarrow.fs.FileType.NotFound
+
+
 def run_may_span_hosts(num_workers: int, resources_per_worker: dict) -> bool:
     """True unless every node of the cluster is on this one host (several raylets of one machine share its
     filesystem) and the host alone can place every worker."""
     import ray
 
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    if len({n["NodeManagerAddress"] for n in nodes}) != 1:
+    if spans_hosts():
         return True
+    nodes = [n for n in ray.nodes() if n["Alive"]]
     have = {}
     for n in nodes:
         for k, v in n["Resources"].items():
             have[k] = have.get(k, 0) + v
     return any(have.get(k, 0) < v * num_workers for k, v in resources_per_worker.items())
+
+
+def spans_hosts() -> bool:
+    """Whether the joined Ray cluster has nodes on more than one host."""
+    import ray
+
+    return len({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}) > 1

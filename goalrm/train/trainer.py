@@ -15,7 +15,7 @@ from goalrm.train import faults
 from goalrm.train.checkpoint import CONFIG_FILE, RUN_NAME, MarkComplete
 from goalrm.train.deepspeed_config import deepspeed_config
 from goalrm.train.resources import check_local_capacity
-from goalrm.train.storage import check_storage, run_may_span_hosts
+from goalrm.train.storage import check_storage, holds_run, run_may_span_hosts
 from goalrm.train.loop import MODEL_DIR, train_loop_per_worker
 
 
@@ -151,6 +151,11 @@ def _claim_output_dir(cfg: Config, output_dir: str, resume: bool) -> None:
         return
     if os.path.exists(os.path.join(output_dir, CONFIG_FILE)) or os.path.exists(os.path.join(output_dir, RUN_NAME)):
         raise FileExistsError(f"{output_dir} already holds a run: continue it with `goalrm train --resume {output_dir}`, or pick another output dir")
+    storage = cfg.train.storage_path
+    if storage and holds_run(storage, RUN_NAME):  # Ray Train would continue that run's checkpoints as this one's
+        raise FileExistsError(
+            f"train.storage_path {storage} already holds a run ({RUN_NAME}/); give each run its own storage_path"
+        )
     os.makedirs(output_dir, exist_ok=True)
     write_text(os.path.join(output_dir, CONFIG_FILE), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
