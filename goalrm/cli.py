@@ -143,6 +143,7 @@ def _serve(args) -> int:
 def _data_synthetic(args) -> int:
     from goalrm.data.synthetic import synthetic_pairs
 
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         for p in synthetic_pairs(args.n, seed=args.seed, split=args.split, task=args.task):
             row = {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "rejected_first_error": p.first_error_char}
@@ -265,19 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--goal", help="safetensors file with tensor 'goal' (default: the model's goal_state.safetensors)")
     c.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass, taken in length order")
     c.add_argument("--num-scorers", type=int, default=1, help="scorer actors, one model load each")
-    c.add_argument("--gpus-per-scorer", type=float, default=0.0)
+    c.add_argument("--gpus-per-scorer", type=float, default=0.0, help="GPUs per scorer actor; > 0 runs the model on CUDA")
     c.add_argument("--cpus-per-scorer", type=float, default=0.0, help="0: share the node's CPUs among the scorers")
     c.add_argument("--threads-per-scorer", type=int, default=0, help="torch threads; 0: the node's CPUs over the scorers")
     c.add_argument("--block-rows", type=int, default=10000, help="input rows per output file; the unit of resuming")
     c.add_argument("--max-length", type=int, default=1024)
-    c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the weights are read in this dtype")
     c.add_argument("--group-col", help="with --answer-col: majority vote per group before and after filtering")
-    c.add_argument("--answer-col")
+    c.add_argument("--answer-col", help="the column holding each row's answer, for the majority vote")
     c.add_argument("--label-col", help="truthy = the row's answer is correct; gives majority-vote accuracy")
     c.add_argument("--address", default=None, help="Ray address to join (default: start a local Ray in-process)")
     c.set_defaults(func=_score)
 
-    v = sub.add_parser("serve", help="serve rewards and token Q-values over HTTP on Ray Serve, batching across requests")
+    v = sub.add_parser("serve", parents=[common], help="serve rewards and token Q-values over HTTP on Ray Serve, batching across requests")
     v.add_argument("--model", help="an exported model folder (OUTPUT_DIR/model) or an HF sequence-classification folder (safetensors)")
     v.add_argument("--config", help="serve config: ServeConfig keys (goalrm/serve/config.py), or a Ray Serve file like serve_configs/reward.yaml")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -289,10 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
     s = dsub.add_parser("synthetic", help="write the built-in arithmetic preference pairs as JSONL")
-    s.add_argument("--output", required=True)
-    s.add_argument("--n", type=int, default=256)
+    s.add_argument("--output", required=True, help="the JSONL file to write (its folder is created)")
+    s.add_argument("--n", type=int, default=256, help="pairs")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--split", choices=["train", "eval"], default="eval")
+    s.add_argument("--split", choices=["train", "eval"], default="eval", help="one of two disjoint splits")
     s.add_argument("--task", choices=["chains", "long_chains"], default="chains", help="long_chains: 4-7 steps of two-digit numbers")
     s.set_defaults(func=_data_synthetic)
     g = dsub.add_parser(
