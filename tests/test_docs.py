@@ -22,4 +22,4 @@ def test_configuration_reference_lists_every_key_with_its_comment():
         for f in dataclasses.fields(getattr(Config(), section.name)):
             assert f"| `{section.name}.{f.name}` |" in text
     assert '| `train.checkpoint_every` | `int` | `0` | steps between checkpoints; 0 = at every eval' in text
-    assert "| `loss.sampling.pairing` | `str` | `\"all\"` |" in text  # nested sections too
+    assert "| `loss.sampling.pairing` | `str` | `\"after_last\"` |" in text  # nested sections too
