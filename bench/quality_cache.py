@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from goalrm.atomic import write_atomic
 from goalrm.frozen_trunk import trunk_states
 
 CACHE = Path(os.environ.get("GOALRM_CACHE", Path.home() / ".cache" / "goalrm")) / "quality"
@@ -52,8 +53,6 @@ def trunk_cache(task, model, model_name: str, cut: int, pad_id: int, batch: int 
             rate = done / (time.perf_counter() - t0)
             print(f"trunk cache {task.name}: {done}/{int(offsets[-1])} tokens, {rate:.0f} tok/s, "
                   f"{(int(offsets[-1]) - done) / rate / 60:.1f} min left", flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    save_file({"states": states, "offsets": offsets}, str(tmp))
-    os.replace(tmp, path)  # a killed run never leaves a half-written cache
+    # a killed run never leaves a half-written cache
+    write_atomic(str(path), lambda tmp: save_file({"states": states, "offsets": offsets}, tmp))
     return states, offsets

@@ -10,9 +10,8 @@ import contextlib
 import fcntl
 import importlib.metadata
 import os
-import shutil
-import uuid
 
+from goalrm.atomic import write_atomic
 from goalrm.env import cache_root
 
 SMOLLM2 = "smollm2-135m"
@@ -56,13 +55,7 @@ def resolve(name_or_path: str) -> str:
     # workers on one node resolve at the same time: one converts, the others wait and reuse it
     with _locked(out + ".lock"):
         if not os.path.isdir(out):
-            # built in a temp folder, then renamed: `out` is whole or absent
-            tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
-            try:
-                _convert(gguf_file(), tmp)
-                os.replace(tmp, out)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            write_atomic(out, lambda tmp: _convert(gguf_file(), tmp))  # `out` is whole or absent
     return out
 
 

@@ -141,13 +141,13 @@ def _serve(args) -> int:
 
 
 def _data_synthetic(args) -> int:
+    from goalrm.atomic import write_jsonl
     from goalrm.data.synthetic import synthetic_pairs
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        for p in synthetic_pairs(args.n, seed=args.seed, split=args.split, task=args.task):
-            row = {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "rejected_first_error": p.first_error_char}
-            f.write(json.dumps(row) + "\n")
+    write_jsonl(args.output, (
+        {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "rejected_first_error": p.first_error_char}
+        for p in synthetic_pairs(args.n, seed=args.seed, split=args.split, task=args.task)
+    ))
     print(f"wrote {args.n} {args.split} pairs to {args.output}")
     return 0
 

@@ -1,10 +1,11 @@
 """GSM8K pieces shared by the converters: the prompt, final answers, question ids, the split by question."""
 
 import hashlib
-import json
 import os
 import re
 from fractions import Fraction
+
+from goalrm.atomic import write_jsonl
 
 PROMPT = "Question: {question}\nAnswer:\n"
 # the last line `A: 18` (model solutions, ground_truth) or `#### 18` (reference solutions)
@@ -48,22 +49,3 @@ def write_splits(out_dir: str, name: str, rows_by_split: dict[str, list]) -> dic
     """`OUT_DIR/{split}_{name}.jsonl` per split; returns the row counts."""
     os.makedirs(out_dir, exist_ok=True)
     return {split: write_jsonl(os.path.join(out_dir, f"{split}_{name}.jsonl"), rows) for split, rows in rows_by_split.items()}
-
-
-def write_jsonl(path: str, rows) -> int:
-    """Atomic: a reader never sees half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    n = 0
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
-
-
-def write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

@@ -19,7 +19,8 @@ from fractions import Fraction
 
 from goalrm.data.errors import BadRowError, BadRows, check_on_bad_row, handle
 from goalrm.data.formats import records
-from goalrm.data.gsm8k import final_answer, is_eval_question, prompt_for, question_id, write_json, write_splits
+from goalrm.atomic import write_json
+from goalrm.data.gsm8k import final_answer, is_eval_question, prompt_for, question_id, write_splits
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
 # a number in prose: `1,000`, `2.5`, not the `2` of `2x` or `3rd`

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from goalrm.data.errors import BadRowError, BadRows, check_on_bad_row, handle
 from goalrm.data.formats import records
-from goalrm.data.gsm8k import final_answer, is_eval_question, prompt_for, question_id, write_json, write_splits
+from goalrm.atomic import write_json
+from goalrm.data.gsm8k import final_answer, is_eval_question, prompt_for, question_id, write_splits
 
 REFERENCE = "ground_truth"
 SPLITS = ("train", "eval")

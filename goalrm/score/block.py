@@ -11,7 +11,8 @@ from goalrm.data.errors import BadRowError
 from goalrm.data.formats import completions_from_row
 from goalrm.data.tokenize import TruncationStats, tokenize_completion
 from goalrm.score.filtering import filter_row, tokens_saved
-from goalrm.score.io import DONE, REJECTS, SCORED, Block, output_paths, read_block, write_json, write_jsonl, write_parquet
+from goalrm.atomic import write_json, write_jsonl, write_parquet
+from goalrm.score.io import DONE, REJECTS, SCORED, Block, output_paths, read_block
 from goalrm.score.scorer import score_sequences
 
 ADDED = ("role", "reward", "q_values", "min_q", "first_below", "keep", "first_error")

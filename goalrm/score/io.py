@@ -1,4 +1,4 @@
-"""Input files and their blocks, reading a block, and atomic writes. No Ray.
+"""Input files and their blocks, and reading a block. No Ray.
 
 A block is (input file, row range): its output, rejects and done marker are named after the
 file's place in the sorted input list and the range, so a rerun writes the same names."""
@@ -7,13 +7,13 @@ import fnmatch
 import io
 import json
 import os
-import uuid
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from goalrm.atomic import is_temp
 from goalrm.data.formats import parse_json_line
 
 SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
@@ -131,50 +131,13 @@ def output_paths(out_dir: str, block: Block) -> dict[str, str]:
     }
 
 
-def _tmp(path: str) -> str:
-    # a leading dot: pyarrow and pandas skip it when reading the folder
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
-
-
-def write_atomic(path: str, write) -> None:
-    """`write(tmp_path)` then rename, so `path` is complete or absent."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path: str, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-
-    write_atomic(path, write)
-
-
-def write_jsonl(path: str, rows: list[dict]) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r, default=str) + "\n" for r in rows)
-
-    write_atomic(path, write)
-
-
-def write_parquet(path: str, table: pa.Table) -> None:
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
-
-
 def remove_stale_tmp(out_dir: str) -> int:
     """Temp files a killed job left behind; one job per output folder at a time."""
     n = 0
     for sub in (SCORED, REJECTS, DONE):
         folder = os.path.join(out_dir, sub)
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
-            if name.startswith(".") and ".tmp-" in name:
+            if is_temp(name):
                 os.remove(os.path.join(folder, name))
                 n += 1
     return n

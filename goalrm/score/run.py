@@ -13,7 +13,8 @@ from goalrm.config import ConfigError, ScoreConfig
 from goalrm.console import counting, quiet_libraries, verbose
 from goalrm.export import GOAL_FILE, load_goal, read_meta
 from goalrm.score.block import score_block
-from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp, write_json
+from goalrm.atomic import write_json
+from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp
 from goalrm.score.scorer import load_scorer
 from goalrm.score.summary import format_summary, localization_from_output, majority_from_output, read_markers, summarize
 from goalrm.train.storage import filesystem_type, is_shared, spans_hosts

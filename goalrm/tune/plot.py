@@ -1,8 +1,8 @@
 """metric.png: each trial's best metric against λ and against every other swept key."""
 
 import math
-import os
-import uuid
+
+from goalrm.atomic import write_atomic
 
 LAMBDA = "loss.contrastive_weight"
 STYLES = {"finished": ("tab:blue", "o"), "stopped early": ("tab:orange", "v"), "unfinished": ("tab:gray", "s"), "failed": ("tab:red", "x")}
@@ -38,7 +38,5 @@ def plot_metric(rows: list[dict], keys: list[str], metric: str, path: str) -> No
     if scored:
         axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}.png"
-    fig.savefig(tmp, dpi=100)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)

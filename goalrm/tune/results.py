@@ -5,11 +5,11 @@ import io
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 
 import yaml
 
+from goalrm.atomic import write_text
 from goalrm.config import Config, config_from_dict
 from goalrm.tune.plot import finite, plot_metric
 
@@ -60,13 +60,6 @@ class SweepResult:
     interrupted: bool  # some trials never finished: `goalrm tune --resume` runs them
     output_dir: str
     files: dict = field(default_factory=dict)
-
-
-def write_atomic(path: str, data: str | bytes) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def short_error(text: str) -> str:
@@ -147,7 +140,7 @@ def summarize_sweep(records: list[TrialRecord], base: Config, spec, output_dir: 
     keys = [a.key for a in spec.axes]
     rows = sort_rows([trial_row(r, s.metric, s.mode) for r in records], s.metric, s.mode)
     files = {"results": os.path.join(output_dir, RESULTS_FILE), "summary": os.path.join(output_dir, SUMMARY_FILE), "plot": os.path.join(output_dir, PLOT_FILE)}
-    write_atomic(files["results"], _csv(rows))
+    write_text(files["results"], _csv(rows))
     plot_metric(rows, keys, s.metric, files["plot"])
 
     best = rows[0] if rows and rows[0]["status"] != "failed" and finite(rows[0][f"best_{s.metric}"]) else None
@@ -156,7 +149,7 @@ def summarize_sweep(records: list[TrialRecord], base: Config, spec, output_dir: 
         cfg = best_config(base, {k: best[k] for k in keys})
         header = f"# best trial {best['trial']} of {spec.source}: {s.metric} {best[f'best_{s.metric}']:.4f} at step {best['best_step']}\n"
         files["best_config"] = os.path.join(output_dir, BEST_FILE)
-        write_atomic(files["best_config"], header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(files["best_config"], header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     counts = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -183,5 +176,5 @@ def summarize_sweep(records: list[TrialRecord], base: Config, spec, output_dir: 
         "interrupted": result.interrupted,
         "files": files,
     }
-    write_atomic(files["summary"], json.dumps(summary, indent=1))
+    write_text(files["summary"], json.dumps(summary, indent=1))
     return result

@@ -8,11 +8,12 @@ import os
 
 import yaml
 
+from goalrm.atomic import write_text
 from goalrm.config import Config, ConfigError, config_from_dict
 from goalrm.console import verbose
 from goalrm.train.resources import SCHEDULING_ONLY, check_local_capacity
 from goalrm.tune.placement import release_all
-from goalrm.tune.results import SweepResult, TrialRecord, summarize_sweep, write_atomic
+from goalrm.tune.results import SweepResult, TrialRecord, summarize_sweep
 from goalrm.tune.space import SweepSpec, TuneSettings, apply_values, load_space, parse_space
 
 SWEEP_FILE = "sweep.json"  # base config, space and settings: all that --resume needs
@@ -33,7 +34,7 @@ def sweep_trial(values: dict, base: dict, settings: dict, trials_dir: str) -> No
     # Tune's own trial dir in storage (get_trial_dir() is a local staging copy)
     trial_dir = os.path.join(trials_dir, tune.get_context().get_trial_id())
     os.makedirs(trial_dir, exist_ok=True)
-    write_atomic(os.path.join(trial_dir, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text(os.path.join(trial_dir, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     trainer = build_trainer(
         cfg,
         trial_dir,
@@ -163,7 +164,7 @@ def run_sweep(base: Config, space, output_dir: str, ray_address: str | None = No
     if not ray_address:
         t = base.train
         check_local_capacity(t.num_workers, t.worker_resources(), spec.settings.trial_resources, what="one trial")
-    write_atomic(os.path.join(output_dir, SWEEP_FILE), json.dumps(saved, indent=1))
+    write_text(os.path.join(output_dir, SWEEP_FILE), json.dumps(saved, indent=1))
     init_ray(ray_address)
     try:
         _tuner(base, saved["trial_base"], spec, output_dir, callbacks).fit()
