@@ -1,6 +1,7 @@
 """One typed config: dataclasses loaded from YAML and validated up front."""
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -154,6 +155,21 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def with_absolute_paths(self) -> "Config":
+        """Ray workers and Tune trials run in other directories: data files and a local model folder given
+        relative to the caller's directory become absolute. Hub ids, URIs and "synthetic" stay as they are."""
+
+        def data(path: str) -> str:
+            return path if path == SYNTHETIC or "://" in path else os.path.abspath(os.path.expanduser(path))
+
+        model = self.model.name_or_path
+        model = os.path.abspath(model) if os.path.isdir(model) else model
+        return dataclasses.replace(
+            self,
+            model=dataclasses.replace(self.model, name_or_path=model),
+            data=dataclasses.replace(self.data, train=data(self.data.train), eval=data(self.data.eval)),
+        )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ FORMS = ("paper", "infonce")
 COS_EPS = 1e-8  # keeps a zero vector's cosine at 0 instead of NaN
 
 
-def bradley_terry(r_chosen: Tensor, r_rejected: Tensor, margin: float | Tensor | None = None) -> Tensor:
+def bradley_terry(r_chosen: Tensor, r_rejected: Tensor, margin: float | None = None) -> Tensor:
     diff = r_chosen - r_rejected
     if margin is not None:
         diff = diff - margin
@@ -63,8 +63,6 @@ class LossConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # which token states the contrastive term compares
 
     def __post_init__(self):
-        if isinstance(self.sampling, dict):  # e.g. straight from YAML
-            object.__setattr__(self, "sampling", SamplingConfig(**self.sampling))
         if self.form not in FORMS:
             raise ValueError(f"loss.form must be one of {FORMS}, got {self.form!r}")
         if not self.contrastive_weight >= 0:

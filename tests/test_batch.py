@@ -41,30 +41,13 @@ def test_right_padding_layout(pairs):
     assert batch["first_error"].tolist() == [pairs[0].rejected_first_error, pairs[1].rejected_first_error, -1]
 
 
-def test_left_padding_shifts_spans_to_the_same_tokens(pairs):
-    right, left = collate_pairs(pairs, PAD), collate_pairs(pairs, PAD, padding_side="left")
-    assert spans(left) == spans(right)
-    assert (left["attention_mask"][:, -1] == 1).all()
-    assert (left["completion_end"] == left["input_ids"].shape[1]).all()
-    b = len(pairs)
-    for i, fe in enumerate(left["first_error"].tolist()):
-        if right["first_error"][i] < 0:
-            assert fe == -1
-        else:
-            assert left["input_ids"][b + i, fe] == right["input_ids"][b + i, right["first_error"][i]]
-            assert fe - left["completion_start"][b + i] == right["first_error"][i] - right["completion_start"][b + i]
-
-
 def test_bad_arguments():
     tp = TokenizedPair([1, 5, 2], 1, [1, 6, 2], 1, None)
-    with pytest.raises(ValueError, match="padding_side"):
-        collate_pairs([tp], PAD, padding_side="middle")
     with pytest.raises(ValueError, match="at least one"):
         collate_pairs([], PAD)
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_rejected_divergence_is_where_the_rejected_stops_copying_the_chosen(side):
+def test_rejected_divergence_is_where_the_rejected_stops_copying_the_chosen():
     tok = tiny_tokenizer()
     raw = [
         PreferencePair("Q: ", "12+3=15. So 15", "12+3=16. So 16"),  # byte tokens: differ at "6", offset 6
@@ -72,7 +55,7 @@ def test_rejected_divergence_is_where_the_rejected_stops_copying_the_chosen(side
         PreferencePair("Q: ", "abc", "ab"),  # a prefix of the chosen: differs at its trailing <eos>
     ]
     tp = tokenize_pairs(raw, tok, max_length=64)[0]
-    b = collate_pairs(tp, PAD, padding_side=side)
+    b = collate_pairs(tp, PAD)
     rows = b["input_ids"][3:]
     div = b["rejected_divergence"]
     assert div[0] - b["completion_start"][3] == 6 and tok.decode(rows[0, div[0]]) == "6"

@@ -129,10 +129,9 @@ def test_no_room_and_identical_after_truncation_are_bad_rows():
     assert len(kept) == 1 and bad.count == 1
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_collate_spans_index_the_same_tokens(side):
+def test_collate_spans_index_the_same_tokens():
     pairs, _ = tokenize_pairs(synthetic_preference_pairs(4, seed=1), TOK, 256)
-    b = collate_pairs(pairs, TOK.pad_token_id, padding_side=side)
+    b = collate_pairs(pairs, TOK.pad_token_id)
     seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
     starts = [p.chosen_start for p in pairs] + [p.rejected_start for p in pairs]
     for i, s in enumerate(seqs):

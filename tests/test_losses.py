@@ -37,7 +37,6 @@ def test_bradley_terry_by_hand():
     assert bradley_terry(rc, rr).item() == pytest.approx((-math.log(sig(1)) - math.log(0.5)) / 2)
     expected = (-math.log(sig(0.5)) - math.log(sig(-0.5))) / 2
     assert bradley_terry(rc, rr, margin=0.5).item() == pytest.approx(expected)
-    assert bradley_terry(rc, rr, margin=t([0.5, -0.5])).item() == pytest.approx((-math.log(sig(0.5)) - math.log(sig(0.5))) / 2)
 
 
 def test_paper_loss_by_hand():
@@ -128,14 +127,12 @@ def make_batch(b=3, t=14, h=6, seed=0):
     return rewards, hidden, start, end
 
 
-def test_config_validation_and_dict_sampling():
-    cfg = LossConfig(sampling={"strategy": "late", "goal": "mean"})
-    assert cfg.sampling == SamplingConfig(strategy="late", goal="mean")
+def test_config_validation():
     for bad in ({"form": "triplet"}, {"contrastive_weight": -0.1}, {"temperature": 0.0}):
         with pytest.raises(ValueError, match="loss"):
             LossConfig(**bad)
     with pytest.raises(ValueError, match="loss.sampling"):
-        LossConfig(sampling={"sim_samples": 0})
+        SamplingConfig(sim_samples=0)
 
 
 def test_lambda_zero_is_pure_bradley_terry(monkeypatch):
@@ -156,7 +153,7 @@ def test_lambda_zero_is_pure_bradley_terry(monkeypatch):
 @pytest.mark.parametrize("goal", ["single", "mean"])
 def test_total_is_bt_plus_weighted_contrastive(form, goal):
     rewards, hidden, start, end = make_batch()
-    cfg = LossConfig(contrastive_weight=0.3, form=form, temperature=0.2, sampling={"goal": goal, "strategy": "late"})
+    cfg = LossConfig(contrastive_weight=0.3, form=form, temperature=0.2, sampling=SamplingConfig(goal=goal, strategy="late"))
     total, parts = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(5))
     # detached fp32 tensors on the step's device: the loop reads them only at a report, not every step
     assert all(v.dtype == torch.float32 and v.device == hidden.device and not v.requires_grad and v.dim() == 0 for v in parts.values())
@@ -232,7 +229,7 @@ def test_pairing_switch_reaches_the_loss():
     rewards, hidden, start, end = make_batch()
     values = {}
     for pairing in ("after_last", "all", "per_source"):
-        cfg = LossConfig(contrastive_weight=1.0, sampling={"pairing": pairing, "sim_samples": 6})
+        cfg = LossConfig(contrastive_weight=1.0, sampling=SamplingConfig(pairing=pairing, sim_samples=6))
         _, parts = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(3))
         values[pairing] = float(parts["contrastive_loss"])
     assert values["all"] != pytest.approx(values["per_source"], abs=1e-4)

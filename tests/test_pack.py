@@ -33,9 +33,8 @@ def test_first_fit_decreasing_fills_rows_longest_first():
     assert first_fit_decreasing([4, 4], 4) == [[0], [1]]  # nothing fits beside a full row
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_layout_capacity_positions_and_no_extra_slots(side):
-    batch = collate_pairs(_pairs(8), PAD, padding_side=side)
+def test_layout_capacity_positions_and_no_extra_slots():
+    batch = collate_pairs(_pairs(8), PAD)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     p = pack(ids, mask, PAD)
     lengths = mask.sum(1)

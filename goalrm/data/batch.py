@@ -6,10 +6,8 @@ from goalrm.data.tokenize import TokenizedPair
 from goalrm.sampling import divergence as divergence_at
 
 
-def collate_pairs(pairs: list[TokenizedPair], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """Spans and first_error are in padded-row coordinates: left padding shifts them by the row's pad count."""
-    if padding_side not in ("right", "left"):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+def collate_pairs(pairs: list[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded: spans, first_error and rejected_divergence are the tokens' own positions."""
     if not pairs:
         raise ValueError("collate_pairs needs at least one pair")
     seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
@@ -17,23 +15,17 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, padding_side: str = "
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    shift = torch.zeros(len(seqs), dtype=torch.long)
     for i, s in enumerate(seqs):
-        off = width - len(s) if padding_side == "left" else 0
-        ids[i, off : off + len(s)] = torch.tensor(s)
-        mask[i, off : off + len(s)] = 1
-        shift[i] = off
-    lengths = mask.sum(1)
-    b = len(pairs)
-    first_error = torch.tensor([-1 if p.rejected_first_error is None else p.rejected_first_error for p in pairs], dtype=torch.long)
-    first_error = torch.where(first_error >= 0, first_error + shift[b:], first_error)
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    first_error = [-1 if p.rejected_first_error is None else p.rejected_first_error for p in pairs]
     # where each rejected completion stops copying its chosen one: the contrastive term's negatives start there
-    divergence = torch.tensor([divergence_at(p.chosen_ids, p.chosen_start, p.rejected_ids, p.rejected_start) for p in pairs], dtype=torch.long)
+    divergence = [divergence_at(p.chosen_ids, p.chosen_start, p.rejected_ids, p.rejected_start) for p in pairs]
     return {
         "input_ids": ids,
         "attention_mask": mask,
-        "completion_start": torch.tensor(starts, dtype=torch.long) + shift,
-        "completion_end": shift + lengths,
-        "first_error": first_error,
-        "rejected_divergence": divergence + shift[b:],
+        "completion_start": torch.tensor(starts, dtype=torch.long),
+        "completion_end": mask.sum(1),
+        "first_error": torch.tensor(first_error, dtype=torch.long),
+        "rejected_divergence": torch.tensor(divergence, dtype=torch.long),
     }

@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import itertools
 import math
-import os
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -92,23 +91,10 @@ def train_dataset(cfg: Config) -> ray.data.Dataset:
     return ds
 
 
-def absolute_paths(cfg: Config) -> Config:
-    """Ray workers run in another directory: data files and a local model folder given relative to
-    the caller's directory become absolute. Hub ids, URIs and "synthetic" stay as they are."""
-
-    def fix(path: str) -> str:
-        return path if path == SYNTHETIC or "://" in path else os.path.abspath(os.path.expanduser(path))
-
-    model = cfg.model.name_or_path
-    model = os.path.abspath(model) if os.path.isdir(model) else model
-    data = dataclasses.replace(cfg.data, train=fix(cfg.data.train), eval=fix(cfg.data.eval))
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=model), data=data)
-
-
 def ray_datasets(cfg: Config) -> tuple[Config, dict]:
     """The config with data.loader resolved, and TorchTrainer's dataset arguments for it."""
     loader = resolve_loader(cfg)
-    cfg = absolute_paths(cfg)
+    cfg = cfg.with_absolute_paths()
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, loader=loader))
     if loader == "memory":
         return cfg, {}

@@ -58,15 +58,6 @@ def _trainable(base: dict, settings: TuneSettings, output_dir: str):
     return tune.with_resources(fn, settings.trial_resources)
 
 
-def _resolve_paths(cfg: dict) -> dict:
-    """Absolute data and model paths: Tune runs each trial in its own directory."""
-    out = {**cfg, "data": dict(cfg["data"]), "model": dict(cfg["model"])}
-    for section, key in (("data", "train"), ("data", "eval"), ("model", "name_or_path")):
-        if os.path.exists(out[section][key]):
-            out[section][key] = os.path.abspath(out[section][key])
-    return out
-
-
 def _max_concurrent(base: Config, s: TuneSettings) -> int:
     """Trials whose driver and workers all fit at once: a trial's driver asks for almost nothing, so
     Tune would otherwise start every trial's driver and leave too little for their workers."""
@@ -156,7 +147,7 @@ def run_sweep(base: Config, space, output_dir: str, ray_address: str | None = No
     # trials get absolute paths, resolved once, so that a resume from another directory finds the same data
     saved = {
         "base": base_dict,
-        "trial_base": _resolve_paths(base_dict),
+        "trial_base": base.with_absolute_paths().to_dict(),
         "axes": [dataclasses.asdict(a) for a in spec.axes],
         "settings": dataclasses.asdict(spec.settings),
         "source": spec.source,
