@@ -181,3 +181,26 @@ def test_long_chains_task_errs_early_and_late_in_two_digit_chains():
     assert synthetic_pairs(5, task="long_chains") != synthetic_pairs(5)
     with pytest.raises(ValueError, match="long_chains"):
         synthetic_pairs(1, task="trees")
+
+
+def test_goal_pairs_are_the_first_usable_pairs_read_no_further(tmp_path):
+    """The export's goal-state pairs, for both loaders and goalrm export: the first n usable pairs in
+    file order, as load_tokenized gives them, without reading past them."""
+    from goalrm.config import DataConfig
+    from goalrm.data.load import load_goal_pairs, load_tokenized
+
+    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in synthetic_preference_pairs(12, seed=2)]
+    lines = [json.dumps(r) for r in rows]
+    lines[2] = json.dumps({**rows[2], "rejected": rows[2]["chosen"]})  # a bad row, skipped
+    (tmp_path / "a.jsonl").write_text("\n".join(lines[:6]) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(lines[6:]) + "\n{broken\n")  # beyond the first 8 usable pairs
+    cfg = DataConfig(max_length=128, on_bad_row="skip")
+    goal = load_goal_pairs(str(tmp_path), 8, cfg, TOK)
+    everything, _, _ = load_tokenized(str(tmp_path / "a.jsonl"), "train", cfg, TOK)
+    everything += load_tokenized(str(tmp_path / "b.jsonl"), "train", cfg, TOK)[0]
+    assert goal == everything[:8] and len(everything) == 11
+    strict = DataConfig(max_length=128)  # on_bad_row: error: reading everything meets the bad rows
+    with pytest.raises(BadRowError):
+        load_goal_pairs(str(tmp_path), 0, strict, TOK)
+    assert load_goal_pairs(str(tmp_path / "b.jsonl"), 3, strict, TOK) == everything[5:8]
+    assert load_goal_pairs("synthetic", 5, DataConfig(), TOK) == load_tokenized("synthetic", "train", DataConfig(), TOK)[0][:5]

@@ -150,14 +150,13 @@ def test_resumed_stream_continues_where_the_run_stopped(grad_accum):
                              "train": {"micro_batch_size": 4, "grad_accum": grad_accum, "num_workers": 1}})
 
     def stream():
-        return StreamTrainData(cfg, 0, 1, shard=_Shard([block.slice(0, 25), block.slice(25)]))
+        return StreamTrainData(cfg, TOK, 0, 1, shard=_Shard([block.slice(0, 25), block.slice(25)]))
 
     whole = stream()
     reference = [whole.micro_batch(step, m) for step in range(14) for m in range(grad_accum)]  # 40 pairs: past an epoch
     resumed = stream()
     after = [resumed.micro_batch(step, m) for step in range(9, 14) for m in range(grad_accum)]
     assert after == reference[9 * grad_accum :]
-    assert resumed.goal_pairs() == whole.goal_pairs()  # the run's first 12 pairs, as if never interrupted
     assert resumed.epoch(14) == whole.epoch(14) >= 1  # passes completed: the resume crossed an epoch too
     with pytest.raises(ValueError, match="cannot go back"):
         resumed.micro_batch(3, 0)

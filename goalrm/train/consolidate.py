@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from goalrm.atomic import replace_dir
 from goalrm.config import ConfigError, load_config
-from goalrm.data.load import load_tokenized
+from goalrm.data.load import load_goal_pairs
 from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary
 from goalrm.export import save_reward_model
 from goalrm.lora import merge_lora
@@ -41,8 +41,7 @@ def export_checkpoint(path: str, output_dir: str, train_data: str | None = None)
     model.load_state_dict(state)
     model.eval()
 
-    pairs, _, _ = load_tokenized(cfg.data.train, "train", cfg.data, tokenizer)
-    pairs = pairs[: cfg.data.goal_state_pairs or None]
+    pairs = load_goal_pairs(cfg.data.train, cfg.data.goal_state_pairs, cfg.data, tokenizer)
     goal, mean, std = goal_and_reward_summary(*goal_and_reward_stats(model, pairs, tokenizer.pad_token_id, cfg.train.eval_batch_size))
     with tempfile.TemporaryDirectory() as tmp:
         save_reward_model(model, tokenizer, tmp, goal, mean, std)

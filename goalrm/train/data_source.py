@@ -8,7 +8,6 @@ worker, `train_data_source` gives the loop its micro-batches, whichever loader f
 import dataclasses
 import functools
 import itertools
-import math
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -19,7 +18,7 @@ from ray.data.datasource import FileBasedDatasource
 from goalrm.config import SYNTHETIC, Config, config_from_dict
 from goalrm.data.errors import BadRowError
 from goalrm.data.formats import json_lines, parquet_rows
-from goalrm.data.load import load_tokenized
+from goalrm.data.load import load_goal_pairs, load_tokenized
 from goalrm.data.paths import DataFiles, expand, is_parquet
 from goalrm.data.sampler import even_shard, micro_batch_indices, pair_lengths
 from goalrm.data.stream import COUNTS, LINE, PATH, ROW, grouped_batches, tokenize_block, tokenized_pairs
@@ -127,8 +126,9 @@ class MemoryTrainData:
         return full if self.rank == 0 else dict.fromkeys(COUNTS, 0)
 
     def goal_pairs(self) -> tuple[list, int]:
-        """This rank's share of the pairs the goal state averages, padded to the same length on every
-        rank (ZeRO-3 needs equal forwards), and how many are real."""
+        """This rank's share of the pairs the goal state averages (the first data.goal_state_pairs, as
+        `load_goal_pairs` reads them), padded to the same length on every rank (ZeRO-3 needs equal
+        forwards), and how many are real."""
         return even_shard(self.pairs[: self.cfg.data.goal_state_pairs or None], self.rank, self.world)
 
 
@@ -141,13 +141,12 @@ class StreamTrainData:
     than the first time, so each worker skips as many micro-batches as it had trained on, not the same ones.
     """
 
-    def __init__(self, cfg: Config, rank: int, world: int, shard=None):
-        self.cfg, self.epochs, self.shard = cfg, 0, shard
+    def __init__(self, cfg: Config, tokenizer, rank: int, world: int, shard=None):
+        self.cfg, self.tokenizer, self.rank, self.world = cfg, tokenizer, rank, world
+        self.epochs, self.shard = 0, shard
         self.next_micro = 0  # index of the next micro-batch of this worker's stream
         self.seen = dict.fromkeys(COUNTS, 0)  # counts of this pass's rows so far
         self.last_pass = None  # counts of the last complete pass: the data's own, for this worker's shard
-        self.goal = []  # this worker's share of the first pairs trained on, for the exported goal state
-        self.goal_size = math.ceil(cfg.data.goal_state_pairs / world) if cfg.data.goal_state_pairs else math.inf
         d, t = cfg.data, cfg.train
         self.batches = grouped_batches(self._pairs(), t.micro_batch_size, d.group_window, d.group_by_length, t.seed)
 
@@ -171,8 +170,6 @@ class StreamTrainData:
         while True:  # after a resume: the micro-batches of the steps already trained on come first
             pairs = next(self.batches)
             self.next_micro += 1
-            if len(self.goal) < self.goal_size:  # trained on before the checkpoint or now: the run's first pairs
-                self.goal += pairs[: self.goal_size - len(self.goal)]
             if self.next_micro > target:
                 return pairs
 
@@ -183,8 +180,10 @@ class StreamTrainData:
         return dict(self.last_pass or self.seen)
 
     def goal_pairs(self) -> tuple[list, int]:
-        """This worker's share of the first pairs trained on; the loop pads it to the ranks' longest."""
-        return self.goal, len(self.goal)
+        """This rank's share of the first data.goal_state_pairs of the files, read from their start: the
+        same pairs as the memory loader's and `goalrm export`'s (padded to one length on every rank)."""
+        pairs = load_goal_pairs(self.cfg.data.train, self.cfg.data.goal_state_pairs, self.cfg.data, self.tokenizer)
+        return even_shard(pairs, self.rank, self.world)
 
 
 def input_error(err: BaseException) -> Exception | None:
@@ -206,5 +205,5 @@ def input_error(err: BaseException) -> Exception | None:
 
 def train_data_source(cfg: Config, tokenizer, rank: int, world: int):
     if cfg.data.loader == "ray_data":
-        return StreamTrainData(cfg, rank, world)
+        return StreamTrainData(cfg, tokenizer, rank, world)
     return MemoryTrainData(cfg, tokenizer, rank, world)
