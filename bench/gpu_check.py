@@ -251,7 +251,7 @@ def check_train(ctx: Context) -> str:
 
 def check_zero3(ctx: Context) -> str:
     from goalrm.data.load import load_tokenized
-    from goalrm.evaluate import score_pairs, summarize
+    from goalrm.evaluate import evaluate_pairs, summarize
     from goalrm.export import load_reward_model
     from goalrm.train.deepspeed_config import FORCE_PARAM_RELEASE
 
@@ -272,7 +272,7 @@ def check_zero3(ctx: Context) -> str:
         raise Failed(f"the last eval scored {final.get('eval_n_pairs')} pairs, not 33")
     model, tok, _, _ = load_reward_model(model_dir, device=ctx.device)
     pairs, _, _ = load_tokenized("synthetic", "eval", cfg.data, tok)
-    alone = summarize(score_pairs(model, pairs, tok.pad_token_id, 16, None, ctx.device))
+    alone = summarize(evaluate_pairs(model, pairs, tok.pad_token_id, 16, None, ctx.device))
     keys = ("accuracy", "auroc", "reward_margin")
     gap = relative_gap([final[f"eval_{k}"] for k in keys], [alone[k] for k in keys])
     if gap > TOLERANCE["float32"]:

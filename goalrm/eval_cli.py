@@ -9,14 +9,14 @@ import torch
 from goalrm.config import DataConfig
 from goalrm.data.errors import BadRows
 from goalrm.data.load import load_tokenized
-from goalrm.evaluate import PairScores, score_pairs, summarize
+from goalrm.evaluate import PairScores, evaluate_pairs, summarize
 from goalrm.localization import DETECT_WITHIN
 from goalrm.atomic import write_text
 from goalrm.export import load_reward_model
 
 
 @dataclass
-class Scored:
+class Evaluated:
     model: torch.nn.Module
     tokenizer: object
     goal: torch.Tensor | None
@@ -25,19 +25,19 @@ class Scored:
     bad_rows: BadRows
 
 
-def score_data(model_dir: str, data: str, batch_size: int = 32, max_length: int = 1024, device="cpu", dtype: str = "float32") -> Scored:
+def evaluate_data(model_dir: str, data: str, batch_size: int = 32, max_length: int = 1024, device="cpu", dtype: str = "float32") -> Evaluated:
     model, tokenizer, goal, _ = load_reward_model(model_dir, device=device, dtype=dtype)
     pairs, _, bad = load_tokenized(data, "eval", DataConfig(max_length=max_length), tokenizer)
     with torch.inference_mode():
-        scores = score_pairs(model, pairs, tokenizer.pad_token_id, batch_size, goal, device)
-    return Scored(model, tokenizer, goal, pairs, scores, bad)
+        scores = evaluate_pairs(model, pairs, tokenizer.pad_token_id, batch_size, goal, device)
+    return Evaluated(model, tokenizer, goal, pairs, scores, bad)
 
 
 def run_eval(
     model_dir: str, data: str, output_json: str | None = None, batch_size: int = 32, max_length: int = 1024,
     device="cpu", dtype: str = "float32",
 ) -> dict:
-    scored = score_data(model_dir, data, batch_size, max_length, device, dtype)
+    scored = evaluate_data(model_dir, data, batch_size, max_length, device, dtype)
     metrics = summarize(scored.scores)
     metrics["bad_rows"] = scored.bad_rows.count
     if output_json:

@@ -49,7 +49,7 @@ def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | No
 
 
 @torch.no_grad()
-def score_pairs(
+def evaluate_pairs(
     model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu", packing: bool = False,
     n_real: int | None = None,
 ) -> PairScores:
@@ -130,7 +130,7 @@ def summarize(scores: PairScores) -> dict:
 def goal_and_reward_stats(model, pairs, pad_id: int, batch_size: int, device="cpu", n_real: int | None = None):
     """Sums for the goal state (mean final-token representation of preferred completions) and for the
     reward mean/std, as float64 tensors on `device`: (rep_sum [D], count, r_sum, r_sqsum), so that workers
-    can all-reduce them. Only the first `n_real` pairs count (see `score_pairs`)."""
+    can all-reduce them. Only the first `n_real` pairs count (see `evaluate_pairs`)."""
     n_real = len(pairs) if n_real is None else n_real
     rep_sum, stats = None, torch.zeros(3, dtype=torch.float64, device=device)
     for i in range(0, len(pairs), batch_size):

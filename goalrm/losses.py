@@ -25,30 +25,30 @@ def _unit(x: Tensor) -> Tensor:
     return F.normalize(x.float(), dim=-1, eps=COS_EPS)
 
 
-def _cos(src: Tensor, goal: Tensor, matched: bool) -> Tensor:
-    """Cosines of src [B, S, H] with goals [B, G, H]: every source x goal [B, S, G], or, `matched`,
+def _cos(sources: Tensor, goal: Tensor, matched: bool) -> Tensor:
+    """Cosines of sources [B, S, H] with goals [B, G, H]: every source x goal [B, S, G], or, `matched`,
     source k with goal k [B, S, 1] (a single mean goal is every source's own)."""
-    if matched and goal.shape[1] == src.shape[1]:
-        return (_unit(src) * _unit(goal)).sum(-1, keepdim=True)
-    return _unit(src) @ _unit(goal).mT
+    if matched and goal.shape[1] == sources.shape[1]:
+        return (_unit(sources) * _unit(goal)).sum(-1, keepdim=True)
+    return _unit(sources) @ _unit(goal).mT
 
 
-def paper_contrastive_loss(src: Tensor, goal_pos: Tensor, src_neg: Tensor, goal_neg: Tensor, matched: bool = False) -> Tensor:
-    """-log mean σ(cos(src, goal_pos)) - log(1 - mean σ(cos(src_neg, goal_neg))), batch-averaged.
+def paper_contrastive_loss(sources: Tensor, positives: Tensor, neg_sources: Tensor, negatives: Tensor, matched: bool = False) -> Tensor:
+    """-log mean σ(cos(sources, positives)) - log(1 - mean σ(cos(neg_sources, negatives))), batch-averaged.
 
     The means run over every source x goal pair of a row, or, `matched`, over each source with its own goal.
     """
-    pos = torch.sigmoid(_cos(src, goal_pos, matched)).mean((1, 2))
+    pos = torch.sigmoid(_cos(sources, positives, matched)).mean((1, 2))
     # 1 - mean σ(c) == mean σ(-c): the same value without the cancellation of 1 - x
-    neg = torch.sigmoid(-_cos(src_neg, goal_neg, matched)).mean((1, 2))
+    neg = torch.sigmoid(-_cos(neg_sources, negatives, matched)).mean((1, 2))
     return -(pos.log() + neg.log()).mean()
 
 
-def infonce_contrastive_loss(src: Tensor, goal_pos: Tensor, goal_neg: Tensor, temperature: float = 0.1, matched: bool = False) -> Tensor:
+def infonce_contrastive_loss(sources: Tensor, positives: Tensor, negatives: Tensor, temperature: float = 0.1, matched: bool = False) -> Tensor:
     """InfoNCE per (row, source, positive goal) against every rejected-token goal in the batch."""
-    s = _unit(src)
-    pos = _cos(src, goal_pos, matched) / temperature  # [B, S, G] or [B, S, 1]
-    neg = s @ _unit(goal_neg).flatten(0, 1).T / temperature  # [B, S, B*U']: all rows' rejected tokens
+    s = _unit(sources)
+    pos = _cos(sources, positives, matched) / temperature  # [B, S, G] or [B, S, 1]
+    neg = s @ _unit(negatives).flatten(0, 1).T / temperature  # [B, S, B*U']: all rows' rejected tokens
     # -log softmax([pos, negs])[0] = log(1 + Σ e^(neg - pos)) = softplus(logsumexp(neg) - pos),
     # exact even when the loss is tiny; the negatives are shared by every goal
     return F.softplus(neg.logsumexp(-1, keepdim=True) - pos).mean()
@@ -89,9 +89,9 @@ def reward_model_loss(
         s = sample_states(hidden, completion_start, completion_end, cfg.sampling, generator, rejected_divergence)
         matched = cfg.sampling.pairing == "per_source"
         if cfg.form == "paper":
-            contrastive = paper_contrastive_loss(s.src, s.goal_pos, s.src_neg, s.goal_neg, matched)
+            contrastive = paper_contrastive_loss(s.sources, s.positives, s.neg_sources, s.negatives, matched)
         else:
-            contrastive = infonce_contrastive_loss(s.src, s.goal_pos, s.goal_neg, cfg.temperature, matched)
+            contrastive = infonce_contrastive_loss(s.sources, s.positives, s.negatives, cfg.temperature, matched)
     total = bt + cfg.contrastive_weight * contrastive
     # detached fp32 tensors on the step's device: reading them (a host sync) is the caller's choice
     parts = {"loss": total.detach().float(), "bt_loss": bt.detach().float(), "contrastive_loss": contrastive.detach().float()}

@@ -61,10 +61,10 @@ class SamplingConfig:
 
 @dataclass
 class ContrastiveSample:
-    src: Tensor  # [B, S, H] chosen completion tokens
-    goal_pos: Tensor  # [B, S, H], or [B, 1, H] for mean goals: goal k is later than source k, same completion
-    src_neg: Tensor  # [B, U, H] chosen completion tokens
-    goal_neg: Tensor  # [B, U, H], or [B, 1, H] for mean goals: rejected completion tokens
+    sources: Tensor  # [B, S, H] chosen completion tokens
+    positives: Tensor  # [B, S, H], or [B, 1, H] for mean goals: later tokens of the same completion (see pairing)
+    neg_sources: Tensor  # [B, U, H] chosen completion tokens
+    negatives: Tensor  # [B, U, H], or [B, 1, H] for mean goals: rejected completion tokens
 
 
 def window_start(start: Tensor, end: Tensor, fraction: float) -> Tensor:
@@ -147,11 +147,11 @@ def sample_states(
         # unless its window is a single token
         src_idx = _draw(u_src, src_lo[:b], torch.maximum(src_lo[:b] + 1, c_end - 1))
         goal_first = torch.maximum(goal_lo[:b, None], torch.minimum(src_idx + 1, c_end[:, None] - 1))
-    goal_pos_idx = _draw(u_goal, goal_first, c_end[:, None].expand_as(goal_first))
-    src_neg_idx = _draw(u_src_neg, src_lo[:b], c_end)
-    goal_neg_idx = _draw(u_goal_neg, neg_lo, r_end)
+    pos_idx = _draw(u_goal, goal_first, c_end[:, None].expand_as(goal_first))
+    neg_src_idx = _draw(u_src_neg, src_lo[:b], c_end)
+    neg_idx = _draw(u_goal_neg, neg_lo, r_end)
 
-    goal_pos, goal_neg = _gather(chosen, goal_pos_idx), _gather(rejected, goal_neg_idx)
+    positives, negatives = _gather(chosen, pos_idx), _gather(rejected, neg_idx)
     if cfg.goal == "mean":
-        goal_pos, goal_neg = goal_pos.mean(1, keepdim=True), goal_neg.mean(1, keepdim=True)
-    return ContrastiveSample(src=_gather(chosen, src_idx), goal_pos=goal_pos, src_neg=_gather(chosen, src_neg_idx), goal_neg=goal_neg)
+        positives, negatives = positives.mean(1, keepdim=True), negatives.mean(1, keepdim=True)
+    return ContrastiveSample(sources=_gather(chosen, src_idx), positives=positives, neg_sources=_gather(chosen, neg_src_idx), negatives=negatives)

@@ -84,8 +84,8 @@ def _eos_ids(policy, tokenizer) -> set[int]:
 
 
 @torch.no_grad()
-def decode(policy, tokenizer, score, prompt: str, mode: str, settings: SteerSettings) -> Decoded:
-    """`score(texts) -> [len(texts)]` Q-values, e.g. `final_q` bound to a reward model and goal.
+def decode(policy, tokenizer, q_of, prompt: str, mode: str, settings: SteerSettings) -> Decoded:
+    """`q_of(texts) -> [len(texts)]` Q-values, e.g. `final_q` bound to a reward model and goal.
 
     Candidates are scored as text, so policy and reward model may use different tokenizers."""
     if mode not in MODES:
@@ -106,7 +106,7 @@ def decode(policy, tokenizer, score, prompt: str, mode: str, settings: SteerSett
             pad_token_id=pad,
         )
         chunks = [_until_eos(row, eos) for row in out[:, ids.shape[1] :].tolist()]  # one host copy
-        q = score([prompt + tokenizer.decode(new + c, skip_special_tokens=True) for c, _ in chunks])
+        q = q_of([prompt + tokenizer.decode(new + c, skip_special_tokens=True) for c, _ in chunks])
         best = int(q.argmax())
         chunk, ended = chunks[best]
         new += chunk
@@ -118,10 +118,10 @@ def decode(policy, tokenizer, score, prompt: str, mode: str, settings: SteerSett
     return Decoded(prompt, mode, text, trace[-1], trace, len(new), stopped)
 
 
-def decode_all(policy, tokenizer, score, prompts: list[str], modes, settings: SteerSettings):
+def decode_all(policy, tokenizer, q_of, prompts: list[str], modes, settings: SteerSettings):
     """Every prompt in every mode; the RNG is reset from the seed and the prompt's index before each mode,
     so a result does not depend on the other prompts or on which modes run."""
     for i, prompt in enumerate(prompts):
         for mode in modes:
             torch.manual_seed(settings.seed * 1_000_003 + i)
-            yield decode(policy, tokenizer, score, prompt, mode, settings)
+            yield decode(policy, tokenizer, q_of, prompt, mode, settings)

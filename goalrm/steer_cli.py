@@ -51,8 +51,8 @@ def run_steer(
     rm, rm_tokenizer, model_goal, _ = load_reward_model(rm_dir, trust_remote_code, device=device)
     goal = load_goal(goal_path, model_goal, representation_dim(rm)).to(device)
     policy, tokenizer = load_policy(policy_name, trust_remote_code, device=device)
-    score = partial(final_q, rm, rm_tokenizer, goal)
-    rows = [asdict(d) for d in decode_all(policy, tokenizer, score, prompts, modes, settings)]
+    q_of = partial(final_q, rm, rm_tokenizer, goal)
+    rows = [asdict(d) for d in decode_all(policy, tokenizer, q_of, prompts, modes, settings)]
     if output:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         write_text(output, "".join(json.dumps(r) + "\n" for r in rows))

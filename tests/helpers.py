@@ -19,7 +19,7 @@ def drawn_positions(t: int, start, end, cfg, seed: int, divergence=None) -> dict
     s = sample_states(position_hidden(rows, t), start, end, cfg, torch.Generator().manual_seed(seed), divergence)
     b = rows // 2
     out = {}
-    for name, row0 in (("src", 0), ("goal_pos", 0), ("src_neg", 0), ("goal_neg", b)):
+    for name, row0 in (("sources", 0), ("positives", 0), ("neg_sources", 0), ("negatives", b)):
         states = getattr(s, name)
         assert torch.equal(states[..., 0], (row0 + torch.arange(b, dtype=states.dtype))[:, None].expand_as(states[..., 0]))
         out[name] = states[..., 1].long()

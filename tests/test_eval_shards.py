@@ -8,7 +8,7 @@ from goalrm.config import DataConfig
 from goalrm.data.batch import collate_pairs
 from goalrm.data.load import load_tokenized
 from goalrm.data.sampler import even_shard
-from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
+from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary, evaluate_pairs, summarize
 from goalrm.model import build_model, load_tokenizer
 from goalrm.qvalues import q_values
 
@@ -34,8 +34,8 @@ def scored_setup():
 
 def test_padded_shard_scores_equal_the_real_pairs(scored_setup):
     model, tok, pairs, goal = scored_setup
-    real = score_pairs(model, pairs[:7], tok.pad_token_id, 4, goal)
-    padded = score_pairs(model, pairs[:7] + pairs[:1] * 5, tok.pad_token_id, 4, goal, n_real=7)
+    real = evaluate_pairs(model, pairs[:7], tok.pad_token_id, 4, goal)
+    padded = evaluate_pairs(model, pairs[:7] + pairs[:1] * 5, tok.pad_token_id, 4, goal, n_real=7)
     assert len(real.r_chosen) == len(real.q_rejected) == 7 and all(e is not None for e in real.first_error)
     assert padded.first_error == real.first_error
     for name in ("r_chosen", "r_rejected"):
@@ -56,7 +56,7 @@ def test_padded_shard_scores_equal_the_real_pairs(scored_setup):
 def test_token_q_values_and_error_means_match_a_row_by_row_count(scored_setup):
     """The batched per-token Q and before/after-first-error means, against each pair scored alone."""
     model, tok, pairs, goal = scored_setup
-    got = score_pairs(model, pairs, tok.pad_token_id, 8, goal)
+    got = evaluate_pairs(model, pairs, tok.pad_token_id, 8, goal)
     want = ([], [], [])
     for i, p in enumerate(pairs):
         b = collate_pairs([p], tok.pad_token_id)

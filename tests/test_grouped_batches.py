@@ -94,12 +94,12 @@ def test_contrastive_draws_are_the_same_tokens(setup):
     for name in pos_t:
         assert torch.equal(pos_t[name], pos_w[name])
     # every draw is a completion token of its own pair, never padding or prompt
-    for rows, idx in ((slice(0, b), pos_t["src"]), (slice(b, 2 * b), pos_t["goal_neg"])):
+    for rows, idx in ((slice(0, b), pos_t["sources"]), (slice(b, 2 * b), pos_t["negatives"])):
         start, end = tight["completion_start"][rows], tight["completion_end"][rows]
         assert ((idx >= start[:, None]) & (idx < end[:, None])).all()
         assert tight["attention_mask"][rows].gather(1, idx).bool().all()
-    torch.testing.assert_close(s_w.src, s_t.src, **TOL)
-    torch.testing.assert_close(s_w.goal_neg, s_t.goal_neg, **TOL)
+    torch.testing.assert_close(s_w.sources, s_t.sources, **TOL)
+    torch.testing.assert_close(s_w.negatives, s_t.negatives, **TOL)
 
 
 def test_each_reward_matches_the_pair_alone(setup):

@@ -43,45 +43,45 @@ def test_paper_loss_by_hand():
     # row 0: cosines 1 and 0 against the positive goals, -1 against the negative goal
     # row 1: cosines 1 and -1 (mean σ = 1/2), 0 against the negative goal (1 - σ(0) = 1/2)
     src = t([[[2, 0]], [[0, 1]]])
-    goal_pos = t([[[3, 0], [0, 5]], [[0, 1], [0, -1]]])
-    src_neg = t([[[1, 1]], [[1, 0]]])
-    goal_neg = t([[[-2, -2]], [[0, 4]]])
+    positives = t([[[3, 0], [0, 5]], [[0, 1], [0, -1]]])
+    neg_sources = t([[[1, 1]], [[1, 0]]])
+    negatives = t([[[-2, -2]], [[0, 4]]])
     row0 = -math.log((sig(1) + 0.5) / 2) - math.log(1 - sig(-1))
     row1 = 2 * math.log(2)
-    assert paper_contrastive_loss(src, goal_pos, src_neg, goal_neg).item() == pytest.approx((row0 + row1) / 2)
+    assert paper_contrastive_loss(src, positives, neg_sources, negatives).item() == pytest.approx((row0 + row1) / 2)
 
 
 def test_infonce_by_hand():
     tau = 0.5
     src = t([[[1, 0]], [[0, 1]]])
-    goal_pos = t([[[1, 0]], [[1, 1]]])  # cosines 1 and 1/√2
-    goal_neg = t([[[-1, 0]], [[0, 1]]])  # every row sees both as negatives
+    positives = t([[[1, 0]], [[1, 1]]])  # cosines 1 and 1/√2
+    negatives = t([[[-1, 0]], [[0, 1]]])  # every row sees both as negatives
     # row 0: pos 1, negs -1 and 0; row 1: pos 1/√2, negs 0 and 1
     row0 = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + math.exp(-1 / tau) + 1))
     p1 = (1 / math.sqrt(2)) / tau
     row1 = -math.log(math.exp(p1) / (math.exp(p1) + 1 + math.exp(1 / tau)))
-    assert infonce_contrastive_loss(src, goal_pos, goal_neg, tau).item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+    assert infonce_contrastive_loss(src, positives, negatives, tau).item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
 
 
 # -- loop references on random inputs ----------------------------------------------------------------
 
 
-def paper_reference(src, goal_pos, src_neg, goal_neg) -> float:
+def paper_reference(src, positives, neg_sources, negatives) -> float:
     total = 0.0
     for b in range(src.shape[0]):
-        pos = [sig(cos(s, g)) for s in src[b] for g in goal_pos[b]]
-        neg = [sig(cos(s, g)) for s in src_neg[b] for g in goal_neg[b]]
+        pos = [sig(cos(s, g)) for s in src[b] for g in positives[b]]
+        neg = [sig(cos(s, g)) for s in neg_sources[b] for g in negatives[b]]
         total += -math.log(sum(pos) / len(pos)) - math.log(1 - sum(neg) / len(neg))
     return total / src.shape[0]
 
 
-def infonce_reference(src, goal_pos, goal_neg, tau) -> float:
-    negs = goal_neg.reshape(-1, goal_neg.shape[-1])
+def infonce_reference(src, positives, negatives, tau) -> float:
+    negs = negatives.reshape(-1, negatives.shape[-1])
     terms = []
     for b in range(src.shape[0]):
         for s in src[b]:
             neg_logits = [cos(s, n) / tau for n in negs]
-            for g in goal_pos[b]:
+            for g in positives[b]:
                 pos = cos(s, g) / tau
                 terms.append(-pos + math.log(math.exp(pos) + sum(math.exp(x) for x in neg_logits)))
     return sum(terms) / len(terms)
@@ -101,9 +101,9 @@ def test_paper_loss_matches_loop(b, s, g, u, un):
 @pytest.mark.parametrize("tau", [0.1, 1.0])
 def test_infonce_matches_loop(b, s, g, u, un, tau):
     gen = torch.Generator().manual_seed(b * 100 + s * 10 + g)
-    src, goal_pos, goal_neg = (torch.randn(b, n, 8, generator=gen) for n in (s, g, un))
-    expected = infonce_reference(src, goal_pos, goal_neg, tau)
-    assert infonce_contrastive_loss(src, goal_pos, goal_neg, tau).item() == pytest.approx(expected, rel=1e-5)
+    src, positives, negatives = (torch.randn(b, n, 8, generator=gen) for n in (s, g, un))
+    expected = infonce_reference(src, positives, negatives, tau)
+    assert infonce_contrastive_loss(src, positives, negatives, tau).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_zero_vectors_stay_finite():
@@ -162,9 +162,9 @@ def test_total_is_bt_plus_weighted_contrastive(form, goal):
     # the contrastive part is the chosen form on the states the same seed draws
     s = sample_states(hidden, start, end, cfg.sampling, torch.Generator().manual_seed(5))
     if form == "paper":
-        expected = paper_contrastive_loss(s.src, s.goal_pos, s.src_neg, s.goal_neg)
+        expected = paper_contrastive_loss(s.sources, s.positives, s.neg_sources, s.negatives)
     else:
-        expected = infonce_contrastive_loss(s.src, s.goal_pos, s.goal_neg, 0.2)
+        expected = infonce_contrastive_loss(s.sources, s.positives, s.negatives, 0.2)
     assert parts["contrastive_loss"] == pytest.approx(expected.item())
 
 
@@ -179,11 +179,11 @@ def test_contrastive_gradient_reaches_only_sampled_completion_tokens(form):
     pos = drawn_positions(16, start, end, cfg.sampling, seed=7)  # the same draw, read off as positions
     sampled = torch.zeros_like(touched)
     for r in range(4):
-        sampled[r, pos["src"][r]] = True
-        sampled[r, pos["goal_pos"][r]] = True
+        sampled[r, pos["sources"][r]] = True
+        sampled[r, pos["positives"][r]] = True
         if form == "paper":  # infonce has no negative-term sources
-            sampled[r, pos["src_neg"][r]] = True
-        sampled[4 + r, pos["goal_neg"][r]] = True
+            sampled[r, pos["neg_sources"][r]] = True
+        sampled[4 + r, pos["negatives"][r]] = True
     assert not (touched & ~sampled).any()
     positions = torch.arange(16)[None]
     completion = (positions >= start[:, None]) & (positions < end[:, None])

@@ -8,7 +8,7 @@ from transformers import AutoModelForSequenceClassification
 
 from goalrm.data import TokenizedPair, collate_pairs
 from goalrm.data.pack import Packed, first_fit_decreasing, pack, unpack
-from goalrm.evaluate import score_pairs
+from goalrm.evaluate import evaluate_pairs
 from goalrm.losses import LossConfig, reward_model_loss
 from goalrm.model import HeadConfig, RewardModel
 from goalrm.tiny import tiny_config
@@ -134,8 +134,8 @@ def test_positions_without_restarts_would_leak_across_sequences(one_torch_thread
 def test_eval_scores_packed_equal_padded(one_torch_thread):
     model = _model("sdpa", 0).eval()
     pairs, goal = _pairs(10, seed=1), torch.randn(128)
-    ref = score_pairs(model, pairs, PAD, 4, goal)
-    got = score_pairs(model, pairs, PAD, 4, goal, packing=True)
+    ref = evaluate_pairs(model, pairs, PAD, 4, goal)
+    got = evaluate_pairs(model, pairs, PAD, 4, goal, packing=True)
     assert len(ref.q_rejected) == 10 and all(e is not None for e in ref.first_error)
     assert got.first_error == ref.first_error
     for k, v in vars(ref).items():

@@ -48,8 +48,8 @@ def test_shapes(goal):
     start, end = torch.full((2 * b,), 2), torch.full((2 * b,), 9)
     s = sample_states(hidden, start, end, SamplingConfig(sim_samples=4, unsim_samples=6, goal=goal))
     g_pos, g_neg = (1, 1) if goal == "mean" else (4, 6)
-    assert s.src.shape == (b, 4, h) and s.goal_pos.shape == (b, g_pos, h)
-    assert s.src_neg.shape == (b, 6, h) and s.goal_neg.shape == (b, g_neg, h)
+    assert s.sources.shape == (b, 4, h) and s.positives.shape == (b, g_pos, h)
+    assert s.neg_sources.shape == (b, 6, h) and s.negatives.shape == (b, g_neg, h)
 
 
 def window_lo(start: int, end: int, fraction: float) -> int:
@@ -92,9 +92,9 @@ def test_indices_stay_in_their_windows(case):
         n_lo = window_lo(r_start, r_end, cfg.window("goal"))
         if cfg.negatives == "divergent" and divergence[r] < r_end:
             n_lo = max(n_lo, divergence[r])
-        src, goal = pos["src"][r].tolist(), pos["goal_pos"][r].tolist()
+        src, goal = pos["sources"][r].tolist(), pos["positives"][r].tolist()
         # sources: the chosen completion's source window, never prompt or pad
-        assert all(s_lo <= i < c_end for i in src + pos["src_neg"][r].tolist())
+        assert all(s_lo <= i < c_end for i in src + pos["neg_sources"][r].tolist())
         for i, g in zip(src, goal):
             assert g_lo <= g < c_end  # in the goal window
             if cfg.pairing == "after_last":  # at or after every source of the row
@@ -102,7 +102,7 @@ def test_indices_stay_in_their_windows(case):
             else:  # strictly after its own source unless nothing is
                 assert g > i or i == c_end - 1
         # negative goals: the rejected completion's goal window, from its divergence when asked
-        assert all(n_lo <= g < r_end for g in pos["goal_neg"][r].tolist())
+        assert all(n_lo <= g < r_end for g in pos["negatives"][r].tolist())
 
 
 @pytest.mark.parametrize("strategy,fraction", [("random", 1.0), ("late", 0.5), ("late", 0.01), ("late", 1.0)])
@@ -116,10 +116,10 @@ def test_many_draws_cover_exactly_the_window(strategy, fraction):
         c_lo, c_hi = late_lo(*spans[r], cfg), spans[r][1]
         n_lo, n_hi = late_lo(*spans[2 + r], cfg), spans[2 + r][1]
         # sources leave the last token to the goals, unless the window is that token alone
-        assert set(pos["src"][r].tolist()) == set(range(c_lo, max(c_lo + 1, c_hi - 1)))
-        assert set(pos["src_neg"][r].tolist()) == set(range(c_lo, c_hi))
-        assert set(pos["goal_neg"][r].tolist()) == set(range(n_lo, n_hi))
-        assert set(pos["goal_pos"][r].tolist()) == set(range(min(c_lo + 1, c_hi - 1), c_hi))
+        assert set(pos["sources"][r].tolist()) == set(range(c_lo, max(c_lo + 1, c_hi - 1)))
+        assert set(pos["neg_sources"][r].tolist()) == set(range(c_lo, c_hi))
+        assert set(pos["negatives"][r].tolist()) == set(range(n_lo, n_hi))
+        assert set(pos["positives"][r].tolist()) == set(range(min(c_lo + 1, c_hi - 1), c_hi))
 
 
 def test_after_last_puts_every_goal_after_the_latest_source():
@@ -127,9 +127,9 @@ def test_after_last_puts_every_goal_after_the_latest_source():
     is every goal; sources range over the whole window, the last token included."""
     start, end = torch.tensor([3, 0]), torch.tensor([12, 12])
     pos = drawn_positions(12, start, end, SamplingConfig(sim_samples=2000), seed=4)
-    assert set(pos["src"][0].tolist()) == set(range(3, 12)) and set(pos["goal_pos"][0].tolist()) == {11}
+    assert set(pos["sources"][0].tolist()) == set(range(3, 12)) and set(pos["positives"][0].tolist()) == {11}
     few = drawn_positions(40, torch.tensor([0, 0]), torch.tensor([40, 40]), SamplingConfig(sim_samples=2), seed=5)
-    assert (few["goal_pos"] >= few["src"].amax(1, keepdim=True)).all()
+    assert (few["positives"] >= few["sources"].amax(1, keepdim=True)).all()
 
 
 def test_each_goal_is_tied_to_its_own_source():
@@ -137,7 +137,7 @@ def test_each_goal_is_tied_to_its_own_source():
     early goals too."""
     start, end = torch.tensor([0, 0]), torch.tensor([40, 40])
     pos = drawn_positions(40, start, end, SamplingConfig(sim_samples=4000, pairing="all"), seed=1)
-    src, goal = pos["src"][0], pos["goal_pos"][0]
+    src, goal = pos["sources"][0], pos["positives"][0]
     assert (goal > src).all()
     assert goal[src < 5].min() <= 5  # the old rule drew every goal after max(sources) = 38
     assert goal.float().mean() < 35
@@ -148,9 +148,9 @@ def test_divergent_negatives_skip_the_shared_prefix_and_fall_back_without_one():
     start, end = torch.tensor([2, 2, 2, 2, 2, 2]), torch.tensor([12, 12, 12, 12, 12, 9])
     cfg = SamplingConfig(unsim_samples=3000, negatives="divergent")
     pos = drawn_positions(12, start, end, cfg, seed=2, divergence=torch.tensor([7, 2, 9]))
-    assert set(pos["goal_neg"][0].tolist()) == set(range(7, 12))
-    assert set(pos["goal_neg"][1].tolist()) == set(range(2, 12))
-    assert set(pos["goal_neg"][2].tolist()) == set(range(2, 9))  # nothing differs: the whole completion
+    assert set(pos["negatives"][0].tolist()) == set(range(7, 12))
+    assert set(pos["negatives"][1].tolist()) == set(range(2, 12))
+    assert set(pos["negatives"][2].tolist()) == set(range(2, 9))  # nothing differs: the whole completion
     with pytest.raises(ValueError, match="rejected_divergence"):
         sample_states(torch.zeros(6, 12, 2), start, end, cfg)
 
@@ -159,9 +159,9 @@ def test_source_and_goal_windows_are_separate_knobs():
     start, end = torch.tensor([0, 0]), torch.tensor([20, 20])
     cfg = SamplingConfig(strategy="random", goal_fraction=0.25, sim_samples=3000, unsim_samples=3000, pairing="all")
     pos = drawn_positions(20, start, end, cfg, seed=3)
-    assert set(pos["src"][0].tolist()) == set(range(0, 19))  # sources range over the whole completion
-    assert set(pos["goal_pos"][0].tolist()) == set(range(15, 20))  # goals in the last quarter
-    assert set(pos["goal_neg"][0].tolist()) == set(range(15, 20))
+    assert set(pos["sources"][0].tolist()) == set(range(0, 19))  # sources range over the whole completion
+    assert set(pos["positives"][0].tolist()) == set(range(15, 20))  # goals in the last quarter
+    assert set(pos["negatives"][0].tolist()) == set(range(15, 20))
 
 
 def test_divergence_from_token_ids():
@@ -177,10 +177,10 @@ def test_late_window_sizes():
     start, end = torch.tensor([0, 0, 0, 0]), torch.tensor([1, 3, 10, 7])
     cfg = SamplingConfig(strategy="late", late_fraction=0.3, sim_samples=500, unsim_samples=500)
     pos = drawn_positions(10, start, end, cfg, seed=1)
-    assert set(pos["src"][0].tolist()) == {0}  # n=1: ceil(0.3) = 1
-    assert set(pos["src"][1].tolist()) == {2}  # n=3: ceil(0.9) = 1
-    assert set(pos["goal_neg"][0].tolist()) == {7, 8, 9}  # n=10: 3
-    assert set(pos["goal_neg"][1].tolist()) == {4, 5, 6}  # n=7: ceil(2.1) = 3
+    assert set(pos["sources"][0].tolist()) == {0}  # n=1: ceil(0.3) = 1
+    assert set(pos["sources"][1].tolist()) == {2}  # n=3: ceil(0.9) = 1
+    assert set(pos["negatives"][0].tolist()) == {7, 8, 9}  # n=10: 3
+    assert set(pos["negatives"][1].tolist()) == {4, 5, 6}  # n=7: ceil(2.1) = 3
 
 
 def test_seeded_generator_reproduces():
@@ -190,7 +190,7 @@ def test_seeded_generator_reproduces():
     a = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(123))
     b = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(123))
     c = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(124))
-    names = ("src", "goal_pos", "src_neg", "goal_neg")
+    names = ("sources", "positives", "neg_sources", "negatives")
     assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in names)
     assert not all(torch.equal(getattr(a, k), getattr(c, k)) for k in names)
 
@@ -215,5 +215,5 @@ def test_sampling_generator_lives_on_the_step_device_and_differs_per_rank():
     assert g.device == torch.device("cpu")
     hidden = torch.randn(6, 16, 4)
     start, end = torch.zeros(6, dtype=torch.long), torch.full((6,), 16)
-    draws = [sample_states(hidden, start, end, SamplingConfig(), sampling_generator(3, r, "cpu")).src for r in (0, 0, 1)]
+    draws = [sample_states(hidden, start, end, SamplingConfig(), sampling_generator(3, r, "cpu")).sources for r in (0, 0, 1)]
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])

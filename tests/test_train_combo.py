@@ -14,7 +14,7 @@ from goalrm.data.load import load_tokenized
 from goalrm.data.model_batch import collate_for_model
 from goalrm.data.sampler import micro_batch_indices
 from goalrm.data.synthetic import synthetic_pairs
-from goalrm.evaluate import score_pairs, summarize
+from goalrm.evaluate import evaluate_pairs, summarize
 from goalrm.export import load_reward_model
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def test_bf16_accumulation_mlp_projection_infonce_packed(ray_session, tmp_path):
     model, tok, goal, _ = load_reward_model(result.model_dir, dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     eval_pairs, _, _ = load_tokenized(eval_file, "eval", cfg.data, tok)
-    alone = summarize(score_pairs(model, eval_pairs, tok.pad_token_id, 32, None, packing=True))
+    alone = summarize(evaluate_pairs(model, eval_pairs, tok.pad_token_id, 32, None, packing=True))
     assert alone["n_pairs"] == final["eval_n_pairs"] == 128
     assert alone["accuracy"] == pytest.approx(final["eval_accuracy"], abs=2 / 128)  # bf16 sums in other orders
     assert alone["reward_margin"] == pytest.approx(final["eval_reward_margin"], rel=0.05, abs=0.02)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from goalrm.config import load_config
 from goalrm.data.load import load_tokenized
-from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
+from goalrm.evaluate import goal_and_reward_stats, goal_and_reward_summary, evaluate_pairs, summarize
 from goalrm.export import load_reward_model
 from goalrm.train.deepspeed_config import FORCE_PARAM_RELEASE
 
@@ -40,7 +40,7 @@ def test_uneven_shards_finish_and_match_one_process(ray_session, tmp_path):
     # one process, the exported weights (gathered from the shards), the same 33 pairs
     model, tok, goal, meta = load_reward_model(result.model_dir)
     pairs, _, _ = load_tokenized("synthetic", "eval", cfg.data, tok)
-    alone = summarize(score_pairs(model, pairs, tok.pad_token_id, 16, None))
+    alone = summarize(evaluate_pairs(model, pairs, tok.pad_token_id, 16, None))
     for k in ("accuracy", "auroc", "reward_margin"):
         assert final[f"eval_{k}"] == pytest.approx(alone[k], abs=1e-5), k
     # the goal state and reward statistics: the first 65 training pairs, each once

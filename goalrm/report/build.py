@@ -10,7 +10,7 @@ from matplotlib.colors import Normalize, to_hex
 from goalrm.atomic import write_text
 from goalrm.config import ConfigError
 from goalrm.data.errors import BadRowError
-from goalrm.eval_cli import eval_rows, score_data
+from goalrm.eval_cli import eval_rows, evaluate_data
 from goalrm.evaluate import summarize, token_q_values
 from goalrm.report import figures
 from goalrm.report.html import img, metrics_table, page, section, token_heatmap
@@ -78,7 +78,7 @@ def build_report(
     if samples < 1:
         raise ConfigError(f"report: samples must be >= 1, got {samples}")
     model_dir = os.path.join(run_dir, MODEL_DIR)
-    scored = score_data(model_dir, data, batch_size, max_length, device)
+    scored = evaluate_data(model_dir, data, batch_size, max_length, device)
     if scored.goal is None:
         raise FileNotFoundError(f"{model_dir} has no goal_state.safetensors: the report's Q-values need one")
     metrics = summarize(scored.scores)

@@ -22,7 +22,7 @@ from goalrm.data.model_batch import collate_for_model
 from goalrm.data.prefetch import prefetch
 from goalrm.data.sampler import even_shard
 from goalrm.data.stream import padding_frac
-from goalrm.evaluate import PairScores, goal_and_reward_stats, goal_and_reward_summary, score_pairs, summarize
+from goalrm.evaluate import PairScores, goal_and_reward_stats, goal_and_reward_summary, evaluate_pairs, summarize
 from goalrm.export import save_reward_model
 from goalrm.losses import reward_model_loss
 from goalrm.model import build_model, load_tokenizer
@@ -205,7 +205,7 @@ class _Run:
         goal_count = _all_reduce(torch.tensor(float(self.goal_count), dtype=torch.float32, device=self.device))
         goal = _all_reduce(self.goal_sum.clone()) / goal_count.clamp(min=1)
         self.engine.eval()
-        scores = score_pairs(
+        scores = evaluate_pairs(
             self.engine, self.eval_shard, self.tokenizer.pad_token_id, self.cfg.train.eval_batch_size, goal,
             self.device, self.cfg.data.packing, n_real=self.eval_real,
         )
