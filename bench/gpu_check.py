@@ -260,7 +260,7 @@ def check_zero3(ctx: Context) -> str:
     with open(ds_json, "w") as f:
         json.dump(FORCE_PARAM_RELEASE, f)
     steps = ctx.profile.zero3_steps
-    # tests/test_zero3_uneven.py's run: shards of 17/16 eval and 33/32 goal pairs, batch counts that differ
+    # like tests/test_train_e2e.py's run: shards of 17/16 eval and 33/32 goal pairs, batch counts that differ
     overrides = {
         "data": {"synthetic_train_size": 512, "synthetic_eval_size": 33, "goal_state_pairs": 65},
         "train": {"num_workers": workers, "zero_stage": 3, "max_steps": steps, "eval_every": steps // 2,

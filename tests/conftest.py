@@ -34,9 +34,11 @@ def hf_model_dir(tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session():
-    """One local 2-CPU Ray per test module: starting Ray costs seconds, and a module's runs share it."""
+    """One local 2-CPU Ray for the whole test run: starting Ray costs seconds. A module that needs a Ray of
+    its own (tests/test_two_nodes.py) shuts this one down; goalrm's entry points start a local Ray again
+    when none is running."""
     import ray
 
     from goalrm.train.trainer import init_ray

@@ -1,4 +1,6 @@
-"""Ray Jobs end to end: a real local head (`ray start --head`), jobs sent with `ray job submit`."""
+"""Ray Jobs end to end: a real local head (`ray start --head`), a train job sent with `ray job submit` and a
+broken-config job sent with the Python client. (`ray_jobs/score.py` and `serve.py` share the train job's
+entry, `goalrm.cli.job_main`; goalrm score on a cluster it joins is in tests/test_two_nodes.py.)"""
 
 import os
 import re
@@ -137,33 +139,15 @@ def test_train_job_submitted_with_ray_job_submit(ray_head, job_dir):
 
 
 def test_broken_config_job_fails_with_a_clear_message(ray_head, tmp_path):
+    """Sent with the Python client, the other way users submit jobs."""
     from ray.job_submission import JobStatus
 
     address, client, env, _ = ray_head
     config = tmp_path / "broken.yaml"
     config.write_text("train:\n  max_stepz: 10\n")
-    _submit(address, env, "goalrm-broken", os.path.join(ROOT, "ray_jobs", "train.py"), "--config", str(config), "--output-dir", str(tmp_path / "x"))
+    entry = f"{sys.executable} {os.path.join(ROOT, 'ray_jobs', 'train.py')} --config {config} --output-dir {tmp_path / 'x'}"
+    assert client.submit_job(entrypoint=entry, submission_id="goalrm-broken") == "goalrm-broken"
     assert _wait(client, "goalrm-broken") == JobStatus.FAILED
     logs = client.get_job_logs("goalrm-broken")
     assert "goalrm: error:" in logs and "max_stepz" in logs, logs
     assert "Traceback" not in logs
-
-
-def test_score_job_submitted_with_the_python_client(ray_head, tmp_path, tiny_export):
-    import json
-
-    import pyarrow.parquet as pq
-    from ray.job_submission import JobStatus
-
-    address, client, env, _ = ray_head
-    job_dir, model = tmp_path, tiny_export
-    rows = [{"id": i, "prompt": f"Q{i}: 2+{i}=", "completion": f" {2 + i}"} for i in range(12)]
-    (job_dir / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = job_dir / "scored"
-    entry = f"{sys.executable} {os.path.join(ROOT, 'ray_jobs', 'score.py')} --model {model} --input {job_dir / 'gen.jsonl'} --output {out}"
-    job_id = client.submit_job(entrypoint=entry, submission_id="goalrm-score")
-    assert _wait(client, job_id) == JobStatus.SUCCEEDED, client.get_job_logs(job_id)
-    table = pq.read_table(out / "scored")
-    assert sorted(table.column("id").to_pylist()) == list(range(12))
-    assert {"reward", "q_values", "min_q", "first_below", "keep"} <= set(table.column_names)
-    assert joined_the_head(client.get_job_logs(job_id), ray_head)

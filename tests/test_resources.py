@@ -1,9 +1,11 @@
 """Worker resources: one place for train and tune, and an impossible request refused before Ray starts."""
 
-import pytest
-import torch
+import os
+import subprocess
+import sys
 
-from goalrm.cli import main
+import pytest
+
 from goalrm.config import ConfigError, load_config
 from goalrm.train.resources import check_local_capacity
 
@@ -36,21 +38,21 @@ def test_bad_resources_are_named(train, needle):
 
 @pytest.fixture
 def no_gpu_machine(monkeypatch):
-    import ray
-
-    assert not ray.is_initialized()  # the check is about the machine, before any Ray starts
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    """What the local Ray would offer on a 2-CPU machine without GPUs."""
+    monkeypatch.setattr("goalrm.train.resources.local_capacity", lambda: {"CPU": 2.0, "GPU": 0.0})
 
 
-def test_use_gpu_without_a_gpu_names_the_real_cause(no_gpu_machine, tmp_path, capsys):
+def test_use_gpu_without_a_gpu_names_the_real_cause(no_gpu_machine, tmp_path):
     with pytest.raises(ConfigError, match=r"train.use_gpu: true, but this machine has no GPU"):
         check_local_capacity(2, {"CPU": 1, "GPU": 1})
+    # the command, in a process of its own on a machine that shows no GPU: refused before any Ray starts
     (tmp_path / "gpu.yaml").write_text("train:\n  use_gpu: true\n")
-    assert main(["train", "--config", str(tmp_path / "gpu.yaml"), "--output-dir", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert "this machine has no GPU" in err and "storage" not in err and "Traceback" not in err
-    assert not (tmp_path / "run").exists()  # refused before the output dir is claimed
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "GOALRM_RAY_TMP": str(tmp_path / "ray")}
+    cmd = [sys.executable, "-m", "goalrm.cli", "train", "--config", str(tmp_path / "gpu.yaml"), "--output-dir", str(tmp_path / "run")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "this machine has no GPU" in done.stderr and "storage" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ray").exists()  # no output dir claimed, no Ray started
 
 
 def test_more_cpus_or_a_custom_resource_than_the_machine_has(no_gpu_machine):

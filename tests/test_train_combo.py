@@ -1,6 +1,6 @@
 """The README's multi-node example takes paths no other run walks: bf16, gradient accumulation, an MLP
-reward head, a projection head and InfoNCE, here in one short run on 2 workers, packed on data whose
-sequences do share packed rows. It must learn; its sharded eval must equal one process's on the export;
+reward head, a projection head and InfoNCE, here in one short run on 2 workers with ZeRO-2 and the
+optimizer offloaded (DeepSpeedCPUAdam), packed on data whose sequences do share packed rows. It must learn; its sharded eval must equal one process's on the export;
 and `goalrm score --dtype bfloat16` must give that export's per-row rewards."""
 
 import json
@@ -49,7 +49,7 @@ def test_bf16_accumulation_mlp_projection_infonce_packed(ray_session, tmp_path):
         "data": {"train": train_file, "eval": eval_file, "max_length": 192, "goal_state_pairs": 64,
                  "group_by_length": False, "packing": True},
         "loss": {"contrastive_weight": 0.5, "form": "infonce"},
-        "train": {"num_workers": 2, "zero_stage": 2, "precision": "bf16", "grad_accum": 2, "micro_batch_size": 8,
+        "train": {"num_workers": 2, "zero_stage": 2, "precision": "bf16", "offload_optimizer": True, "grad_accum": 2, "micro_batch_size": 8,
                   "max_steps": STEPS, "log_every": 10, "eval_every": STEPS, "warmup_steps": 10, "lr": 3e-3},
     })
     result = train(cfg, str(tmp_path / "run"))
