@@ -99,7 +99,7 @@ def worker(loop_config: dict) -> None:
         mask = torch.ones_like(ids)
         out = engine(ids, mask, with_reps=True)
         start, end = torch.full((4,), seq // 2), torch.full((4,), seq)
-        loss, _ = reward_model_loss(out.rewards, out.reps, start, end, cfg.loss, generator=gen)
+        loss, _ = reward_model_loss(out.rewards, out.reps, start, end, cfg.loss, gen, start[2:])  # random ids: nothing shared
         engine.backward(loss)
         peak_state = max(peak_state, state_bytes(engine))
         engine.step()

@@ -31,7 +31,7 @@ from goalrm.metrics import auroc, pairwise_accuracy
 from goalrm.export import save_reward_model
 from goalrm.model import build_model, load_tokenizer
 from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
-from goalrm.sampling import sampling_generator
+from goalrm.sampling import divergence, sampling_generator
 from goalrm.score.filtering import filter_row, tokens_saved
 from goalrm.score.majority import majority_report
 from goalrm.data.sampler import micro_batch_indices
@@ -78,8 +78,10 @@ def train(model, cfg, task, states, offsets, pairs, seed):
     for step in range(cfg.train.max_steps):
         batch = [pairs[i] for i in micro_batch_indices(step, 0, 0, 1, len(pairs), cfg.train.micro_batch_size, 1, seed, lengths)]
         emb, mask, start, end = features(states, offsets, task, [c for c, _ in batch] + [r for _, r in batch])
+        seqs = [(task.seqs[c], task.seqs[r]) for c, r in batch]
+        div = torch.tensor([divergence(c.ids, c.start, r.ids, r.start) for c, r in seqs])
         out = model(None, mask, with_reps=True, inputs_embeds=emb)
-        loss, parts = reward_model_loss(out.rewards, out.reps, start, end, cfg.loss, generator=gen)
+        loss, parts = reward_model_loss(out.rewards, out.reps, start, end, cfg.loss, gen, div)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)

@@ -32,8 +32,9 @@ class SamplingConfig:
     # | "per_source": as "all", each source compared with its own goal only
     pairing: str = "after_last"
     # "divergent": negative goals from where the rejected completion's tokens first differ from the chosen's
-    # (tokens of a shared prefix are copies of positives) | "any": anywhere in the rejected completion
-    negatives: str = "any"
+    # (tokens of a shared prefix are copies of positives; measured best, bench/RESULTS.md) | "any":
+    # anywhere in the rejected completion
+    negatives: str = "divergent"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

@@ -16,8 +16,9 @@ def drawn_positions(t: int, start, end, cfg, seed: int, divergence=None) -> dict
     """The positions sample_states draws for these spans and seed (single goals), read off states that
     name their own row and position. The draw depends on the spans and the generator, not on the states."""
     rows = len(start)
-    s = sample_states(position_hidden(rows, t), start, end, cfg, torch.Generator().manual_seed(seed), divergence)
     b = rows // 2
+    divergence = start[b:] if divergence is None else divergence  # no shared prefix: the whole rejected completion
+    s = sample_states(position_hidden(rows, t), start, end, cfg, torch.Generator().manual_seed(seed), divergence)
     out = {}
     for name, row0 in (("sources", 0), ("positives", 0), ("neg_sources", 0), ("negatives", b)):
         states = getattr(s, name)

@@ -42,7 +42,8 @@ def run(model, batch, lam, seed=0):
     out = model(batch["input_ids"], batch["attention_mask"], with_reps=True)
     gen = torch.Generator().manual_seed(seed)
     loss, parts = reward_model_loss(
-        out.rewards, out.reps, batch["completion_start"], batch["completion_end"], LossConfig(contrastive_weight=lam), gen
+        out.rewards, out.reps, batch["completion_start"], batch["completion_end"], LossConfig(contrastive_weight=lam), gen,
+        batch["rejected_divergence"],
     )
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -85,12 +86,12 @@ def test_contrastive_draws_are_the_same_tokens(setup):
     with torch.no_grad():
         h_t = model(tight["input_ids"], tight["attention_mask"], with_reps=True).reps
         h_w = model(wide["input_ids"], wide["attention_mask"], with_reps=True).reps
-    s_t = sample_states(h_t, tight["completion_start"], tight["completion_end"], cfg, torch.Generator().manual_seed(5))
-    s_w = sample_states(h_w, wide["completion_start"], wide["completion_end"], cfg, torch.Generator().manual_seed(5))
+    s_t = sample_states(h_t, tight["completion_start"], tight["completion_end"], cfg, torch.Generator().manual_seed(5), tight["rejected_divergence"])
+    s_w = sample_states(h_w, wide["completion_start"], wide["completion_end"], cfg, torch.Generator().manual_seed(5), wide["rejected_divergence"])
     b = len(pairs)
     start, end = tight["completion_start"], tight["completion_end"]
-    pos_t = drawn_positions(h_t.shape[1], start, end, cfg, seed=5)
-    pos_w = drawn_positions(h_w.shape[1], wide["completion_start"], wide["completion_end"], cfg, seed=5)
+    pos_t = drawn_positions(h_t.shape[1], start, end, cfg, seed=5, divergence=tight["rejected_divergence"])
+    pos_w = drawn_positions(h_w.shape[1], wide["completion_start"], wide["completion_end"], cfg, seed=5, divergence=wide["rejected_divergence"])
     for name in pos_t:
         assert torch.equal(pos_t[name], pos_w[name])
     # every draw is a completion token of its own pair, never padding or prompt

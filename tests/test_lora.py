@@ -30,7 +30,9 @@ def _train_steps(model, tok, steps=3):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(steps):
         out = model(batch["input_ids"], batch["attention_mask"], with_reps=True)
-        loss, _ = reward_model_loss(out.rewards, out.reps, batch["completion_start"], batch["completion_end"], loss_cfg)
+        loss, _ = reward_model_loss(
+            out.rewards, out.reps, batch["completion_start"], batch["completion_end"], loss_cfg, None, batch["rejected_divergence"]
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -127,6 +127,11 @@ def make_batch(b=3, t=14, h=6, seed=0):
     return rewards, hidden, start, end
 
 
+def loss_of(rewards, hidden, start, end, cfg, generator=None):
+    """reward_model_loss on random states: the rejected completions share no prefix with the chosen."""
+    return reward_model_loss(rewards, hidden, start, end, cfg, generator, start[len(start) // 2 :])
+
+
 def test_config_validation():
     for bad in ({"form": "triplet"}, {"contrastive_weight": -0.1}, {"temperature": 0.0}):
         with pytest.raises(ValueError, match="loss"):
@@ -141,7 +146,7 @@ def test_lambda_zero_is_pure_bradley_terry(monkeypatch):
 
     monkeypatch.setattr(losses, "sample_states", fail)
     rewards, hidden, start, end = make_batch()
-    total, parts = reward_model_loss(rewards, hidden, start, end, LossConfig(contrastive_weight=0.0, margin=0.2))
+    total, parts = loss_of(rewards, hidden, start, end, LossConfig(contrastive_weight=0.0, margin=0.2))
     assert total.item() == pytest.approx(bradley_terry(rewards[:3], rewards[3:], 0.2).item())
     values = {k: float(v) for k, v in parts.items()}
     assert values == {"loss": pytest.approx(total.item()), "bt_loss": pytest.approx(total.item()), "contrastive_loss": 0.0}
@@ -154,13 +159,13 @@ def test_lambda_zero_is_pure_bradley_terry(monkeypatch):
 def test_total_is_bt_plus_weighted_contrastive(form, goal):
     rewards, hidden, start, end = make_batch()
     cfg = LossConfig(contrastive_weight=0.3, form=form, temperature=0.2, sampling=SamplingConfig(goal=goal, strategy="late"))
-    total, parts = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(5))
+    total, parts = loss_of(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(5))
     # detached fp32 tensors on the step's device: the loop reads them only at a report, not every step
     assert all(v.dtype == torch.float32 and v.device == hidden.device and not v.requires_grad and v.dim() == 0 for v in parts.values())
     parts = {k: float(v) for k, v in parts.items()}
     assert parts["loss"] == pytest.approx(parts["bt_loss"] + 0.3 * parts["contrastive_loss"])
     # the contrastive part is the chosen form on the states the same seed draws
-    s = sample_states(hidden, start, end, cfg.sampling, torch.Generator().manual_seed(5))
+    s = sample_states(hidden, start, end, cfg.sampling, torch.Generator().manual_seed(5), start[3:])
     if form == "paper":
         expected = paper_contrastive_loss(s.sources, s.positives, s.neg_sources, s.negatives)
     else:
@@ -172,7 +177,7 @@ def test_total_is_bt_plus_weighted_contrastive(form, goal):
 def test_contrastive_gradient_reaches_only_sampled_completion_tokens(form):
     rewards, hidden, start, end = make_batch(b=4, t=16)
     cfg = LossConfig(contrastive_weight=1.0, form=form)
-    total, _ = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(7))
+    total, _ = loss_of(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(7))
     total.backward()
     touched = hidden.grad.abs().sum(-1) > 0  # [2B, T]
 
@@ -195,14 +200,14 @@ def test_contrastive_term_leaves_reward_gradient_alone():
     rewards, hidden, start, end = make_batch()
     grads = []
     for lam in (0.0, 0.5):
-        total, _ = reward_model_loss(rewards, hidden, start, end, LossConfig(contrastive_weight=lam))
+        total, _ = loss_of(rewards, hidden, start, end, LossConfig(contrastive_weight=lam))
         grads.append(torch.autograd.grad(total, rewards)[0])
     assert torch.equal(grads[0], grads[1])
 
 
 def test_bf16_hidden_gives_fp32_loss():
     rewards, hidden, start, end = make_batch()
-    total, _ = reward_model_loss(rewards, hidden.detach().bfloat16(), start, end, LossConfig())
+    total, _ = loss_of(rewards, hidden.detach().bfloat16(), start, end, LossConfig())
     assert total.dtype == torch.float32 and torch.isfinite(total)
 
 
@@ -230,7 +235,7 @@ def test_pairing_switch_reaches_the_loss():
     values = {}
     for pairing in ("after_last", "all", "per_source"):
         cfg = LossConfig(contrastive_weight=1.0, sampling=SamplingConfig(pairing=pairing, sim_samples=6))
-        _, parts = reward_model_loss(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(3))
+        _, parts = loss_of(rewards, hidden, start, end, cfg, torch.Generator().manual_seed(3))
         values[pairing] = float(parts["contrastive_loss"])
     assert values["all"] != pytest.approx(values["per_source"], abs=1e-4)
     assert values["after_last"] != pytest.approx(values["all"], abs=1e-4)

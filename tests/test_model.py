@@ -116,7 +116,9 @@ def _loss(model, tok):
     pairs, _ = tokenize_pairs(synthetic_preference_pairs(4, seed=0, split="train"), tok, 96)
     b = collate_pairs(pairs, tok.pad_token_id)
     out = model(b["input_ids"], b["attention_mask"], with_reps=True)
-    loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], LossConfig(), torch.Generator())
+    loss, _ = reward_model_loss(
+        out.rewards, out.reps, b["completion_start"], b["completion_end"], LossConfig(), torch.Generator(), b["rejected_divergence"]
+    )
     return out, loss
 
 

@@ -88,7 +88,9 @@ def _step(model, batch, packed, cfg):
     model.zero_grad()
     out = model(batch["input_ids"], batch["attention_mask"], with_reps=True, packed=packed)
     gen = torch.Generator().manual_seed(3)
-    loss, parts = reward_model_loss(out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg, generator=gen)
+    loss, parts = reward_model_loss(
+        out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg, gen, batch["rejected_divergence"]
+    )
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, parts, grads

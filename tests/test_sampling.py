@@ -46,7 +46,7 @@ def test_shapes(goal):
     b, t, h = 3, 10, 5
     hidden = torch.randn(2 * b, t, h)
     start, end = torch.full((2 * b,), 2), torch.full((2 * b,), 9)
-    s = sample_states(hidden, start, end, SamplingConfig(sim_samples=4, unsim_samples=6, goal=goal))
+    s = sample_states(hidden, start, end, SamplingConfig(sim_samples=4, unsim_samples=6, goal=goal), None, start[b:])
     g_pos, g_neg = (1, 1) if goal == "mean" else (4, 6)
     assert s.sources.shape == (b, 4, h) and s.positives.shape == (b, g_pos, h)
     assert s.neg_sources.shape == (b, 6, h) and s.negatives.shape == (b, g_neg, h)
@@ -187,9 +187,9 @@ def test_seeded_generator_reproduces():
     hidden = torch.randn(6, 16, 4)
     start, end = torch.tensor([1, 2, 3, 0, 4, 5]), torch.tensor([16, 9, 12, 8, 15, 6])
     cfg = SamplingConfig(strategy="late", late_fraction=0.7)
-    a = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(123))
-    b = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(123))
-    c = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(124))
+    a = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(123), start[3:])
+    b = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(123), start[3:])
+    c = sample_states(hidden, start, end, cfg, torch.Generator().manual_seed(124), start[3:])
     names = ("sources", "positives", "neg_sources", "negatives")
     assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in names)
     assert not all(torch.equal(getattr(a, k), getattr(c, k)) for k in names)
@@ -215,5 +215,5 @@ def test_sampling_generator_lives_on_the_step_device_and_differs_per_rank():
     assert g.device == torch.device("cpu")
     hidden = torch.randn(6, 16, 4)
     start, end = torch.zeros(6, dtype=torch.long), torch.full((6,), 16)
-    draws = [sample_states(hidden, start, end, SamplingConfig(), sampling_generator(3, r, "cpu")).sources for r in (0, 0, 1)]
+    draws = [sample_states(hidden, start, end, SamplingConfig(), sampling_generator(3, r, "cpu"), start[3:]).sources for r in (0, 0, 1)]
     assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
