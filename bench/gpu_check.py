@@ -503,6 +503,8 @@ def random_batch(vocab: int, pairs: int, seq_len: int, device, gen: torch.Genera
         "completion_start": torch.full((rows,), seq_len // 2, dtype=torch.long, device=device),
         "completion_end": torch.full((rows,), seq_len, dtype=torch.long, device=device),
         "first_error": torch.full((pairs,), -1, dtype=torch.long, device=device),
+        # random rejected rows share nothing with the chosen ones: negatives from the completion's start
+        "rejected_divergence": torch.full((pairs,), seq_len // 2, dtype=torch.long, device=device),
     }
     return ModelBatch(padded, None, pairs, rows * seq_len, rows * seq_len)
 

@@ -37,10 +37,12 @@ def _rows(out_dir):
 def test_sweep_asha_failure_best_yaml_and_plot(ray_session, base_yaml, tmp_path, capsys):
     # ASHA ranks by the training loss here, which λ orders by construction (λ=1 adds ~1.4 to it), so
     # its decision does not hang on AUROC differences of a few dozen steps. λ=1e39 makes the loss inf.
+    # One trial at a time: λ=0 has reached the rung at step 10 before λ=1 does, so ASHA's cut does not
+    # hang on which of two side-by-side trials reports first (CI saw λ=1 arrive first and go on).
     space = tmp_path / "space.yaml"
     space.write_text(
         "space:\n  loss.contrastive_weight: {grid: [0.0, 1.0, 1.0e+39]}\n"
-        "tune: {metric: loss, mode: min, grace_period: 10}\n"
+        "tune: {metric: loss, mode: min, grace_period: 10, max_concurrent_trials: 1}\n"
     )
     out = str(tmp_path / "sweep")
     assert main(["tune", "--config", base_yaml, "--space", str(space), "--output-dir", out]) == 0
