@@ -28,7 +28,7 @@ report: $(STAMP)
 	$(BIN)/goalrm report --run runs/demo --data synthetic --output runs/demo/report.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
