@@ -15,9 +15,8 @@ from goalrm.data.sampler import epoch_permutation, pair_lengths
 from goalrm.env import setup_environment
 from goalrm.losses import LossConfig
 from goalrm.sampling import sampling_generator
-from goalrm.tiny import tiny_config
 from shapes import SHAPES
-from vs_trl import SEED, goalrm_engine, goalrm_step, init_process_group, load_pairs
+from vs_trl import SEED, goalrm_engine, goalrm_step, init_process_group, load_pairs, model_config
 
 
 def main():
@@ -28,6 +27,7 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--lam", type=float, default=0.5)
     p.add_argument("--no-group", action="store_true", help="random batches instead of length-grouped ones")
+    p.add_argument("--packing", action="store_true", help="pack each micro-batch's rows (data.packing)")
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--rows", type=int, default=25)
     args = p.parse_args()
@@ -35,15 +35,15 @@ def main():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     setup_environment()
     init_process_group()
-    tok, pairs, source = load_pairs(args.max_length)
+    tok, _, pairs, source = load_pairs(args.max_length)
     pool = [pairs[i] for i in epoch_permutation(len(pairs), 0, SEED)[: 64 * args.batch].tolist()]
     lengths = None if args.no_group else pair_lengths(pool)
-    engine = goalrm_engine(tiny_config(num_labels=1, **SHAPES[args.model]), args.batch, 10**6, 2)
+    engine = goalrm_engine(model_config(tok, args.model), args.batch, 10**6, 2)
     cfg, gen = LossConfig(contrastive_weight=args.lam), sampling_generator(SEED, 0, engine.device)
 
     def step(i):
         with record_function("goalrm_step"):
-            return goalrm_step(engine, pool, lengths, i, args.batch, cfg, gen, tok.pad_token_id)
+            return goalrm_step(engine, pool, lengths, i, args.batch, cfg, gen, tok.pad_token_id, args.packing)
 
     for i in range(args.warmup):
         step(i)

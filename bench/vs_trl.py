@@ -95,6 +95,12 @@ def load_pairs(max_length):
     return tok, tok_name, pairs, source
 
 
+def model_config(tok, shape: str):
+    """A random model of SHAPE (bench/shapes.py) whose vocabulary and special tokens are TOK's."""
+    special = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    return tiny_config(num_labels=1, **{"vocab_size": len(tok), **special, **SHAPES[shape]})
+
+
 def init_process_group(backend: str = "gloo"):
     """A 1-process group (gloo on CPU, nccl on a GPU), as Ray Train gives each worker, for DeepSpeed to reuse."""
     with socket.socket() as s:
@@ -247,8 +253,7 @@ def main():
         batch = args.batch[min(m, len(args.batch) - 1)]
         steps = args.steps[min(m, len(args.steps) - 1)]
         pool = [pairs[i] for i in epoch_permutation(len(pairs), 0, SEED)[: batch * steps].tolist()]
-        special = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-        config = tiny_config(num_labels=1, **{"vocab_size": len(tok), **special, **SHAPES[name]})
+        config = model_config(tok, name)
         for trl_name in args.trl:
             a = argparse.Namespace(**{**vars(args), "batch": batch})
             engine = goalrm_engine(config, batch, (len(args.goalrm) + 1) * args.epochs * steps, args.zero_stage)
