@@ -40,3 +40,27 @@ def test_follow_reports_prints_each_new_report_once(tmp_path, capsys):
         writer.join()
     out = capsys.readouterr().out.splitlines()  # not a terminal: report lines only, no bar
     assert out == [report_line(_report(10)), report_line(_report(20, True)), report_line(_report(30))]
+
+
+def test_ray_driver_drops_only_the_known_harmless_lines(monkeypatch):
+    import ray._private.worker as ray_worker
+
+    from goalrm.console import VERBOSE_ENV, quiet_ray_driver
+
+    forwarded = []
+    monkeypatch.setattr(ray_worker, "print_worker_logs", lambda data, f, ignore_prefix=False: forwarded.append(data["lines"]))
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    quiet_ray_driver()
+    quiet_ray_driver()  # idempotent: one filter, not two
+    many = "WARNING: 8 PYTHON worker processes have been started on node: 07 with address: 192.0.2.2"
+    watcher = "core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' and ID: '44' has constructor arguments"
+    ray_worker.print_worker_logs({"lines": [many], "pid": "raylet", "is_err": False}, None)
+    ray_worker.print_worker_logs({"lines": [watcher, "Traceback (most recent call last):", "ValueError: x"]}, None)
+    assert forwarded == [["Traceback (most recent call last):", "ValueError: x"]]
+
+    forwarded.clear()
+    monkeypatch.setattr(ray_worker, "print_worker_logs", lambda data, f, ignore_prefix=False: forwarded.append(data["lines"]))
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    quiet_ray_driver()  # --verbose: everything
+    ray_worker.print_worker_logs({"lines": [many]}, None)
+    assert forwarded == [[many]]

@@ -8,7 +8,7 @@ import yaml
 
 from goalrm.atomic import replace_dir, write_text
 from goalrm.config import Config, ConfigError, load_config
-from goalrm.console import VERBOSE_ENV, follow_reports, verbose
+from goalrm.console import VERBOSE_ENV, follow_reports, quiet_ray_driver, verbose
 from goalrm.data.pack import check_packing_support
 from goalrm.env import ray_temp_dir, setup_environment
 from goalrm.train import faults
@@ -54,6 +54,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             runtime_env={**(runtime_env or {}), "worker_process_setup_hook": "goalrm.console.quiet_ray_worker"},
             **quiet,
         )
+    quiet_ray_driver()
 
 
 def build_trainer(cfg: Config, output_dir: str, callbacks: list, checkpoint_config=None):
