@@ -61,6 +61,7 @@ def test_sweep_asha_failure_best_yaml_and_plot(ray_session, base_yaml, tmp_path,
     assert [float(r["loss.contrastive_weight"]) for r in stopped] == [1.0] and int(stopped[0]["steps"]) < 30  # its loss is far above
     assert [r["loss.contrastive_weight"] for r in rows][0] == "0.0" and rows[-1]["status"] == "failed"
     assert "stopped early" in printed and "FloatingPointError" in printed
+    assert "Configuration for experiment" not in printed and "tensorboard --logdir" not in printed  # Tune's own chatter
 
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["best_values"] == {"loss.contrastive_weight": 0.0}

@@ -105,6 +105,10 @@ def _tuner(base: Config, trial_base: dict, spec: SweepSpec, output_dir: str, cal
         )
     else:
         scheduler = FIFOScheduler()
+    if not verbose():
+        # Tune's newer console prints its experiment box and a TensorBoard hint even at verbose=0;
+        # the older one prints nothing there (read when the sweep starts; a user's own setting stands)
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     return tune.Tuner(
         _trainable(trial_base, s, output_dir),
         param_space=spec.param_space(),
