@@ -63,7 +63,13 @@ def _tune(args) -> int:
         print("goalrm: error: no trial produced the metric; see the error column", file=sys.stderr)
         return 1
     print(f"best: trial {result.best_trial}, {result.metric} {result.best_value:.4f} at step {result.rows[0]['best_step']}")
-    print(f"best checkpoint: {result.best_checkpoint}")
+    ckpt_step = result.rows[0]["checkpoint_step"]
+    if result.best_checkpoint is None:
+        print("best checkpoint: none (no eval of the best trial saved one; see train.checkpoint_every)")
+    elif ckpt_step != result.rows[0]["best_step"]:
+        print(f"best checkpoint: {result.best_checkpoint} (step {ckpt_step}: the best step saved none; see train.checkpoint_every)")
+    else:
+        print(f"best checkpoint: {result.best_checkpoint}")
     return 0
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from goalrm.config import load_config
-from goalrm.tune.results import TrialRecord, format_table, short_error, summarize_sweep
+from goalrm.tune.results import TrialRecord, format_table, short_error, summarize_sweep, trial_row
 from goalrm.tune.space import parse_space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,3 +117,20 @@ def test_min_mode_interrupted_and_all_failed(tmp_path):
     result = summarize_sweep(failed, BASE, parse_space(SPACE, BASE.to_dict()), str(out))
     assert result.best_trial is None and result.best_config is None
     assert not (out / "best.yaml").exists() and json.load(open(out / "summary.json"))["best_trial"] is None
+
+
+def test_best_eval_without_a_checkpoint_points_at_the_best_one_saved(tmp_path):
+    # train.checkpoint_every 300 with eval_every 100: Tune's frame has NaN where no checkpoint was saved
+    reports = _reports([(100, 0.60), (200, 0.81), (300, 0.78)], "/a")
+    reports[0]["checkpoint_path"] = reports[1]["checkpoint_path"] = float("nan")
+    rec = TrialRecord("t_fin", {"loss.contrastive_weight": 0.5, "loss.sampling.goal": "single"}, reports, 300, done=True)
+    row = trial_row(rec, "eval_auroc", "max")
+    assert (row["best_step"], row["checkpoint"], row["checkpoint_step"]) == (200, "/a/300", 300)
+
+    none_saved = TrialRecord("t", {}, [{**r, "checkpoint_path": float("nan")} for r in reports], 300, done=True)
+    assert (trial_row(none_saved, "eval_auroc", "max")["checkpoint"], trial_row(none_saved, "eval_auroc", "max")["checkpoint_step"]) == ("", "")
+
+    spec = parse_space(SPACE, BASE.to_dict(), "lambda.yaml")
+    result = summarize_sweep([rec], BASE, spec, str(tmp_path))
+    assert result.best_checkpoint == "/a/300"
+    assert json.load(open(tmp_path / "summary.json"))["best_checkpoint"] == "/a/300"  # a path, never NaN

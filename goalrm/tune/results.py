@@ -87,7 +87,12 @@ def trial_row(rec: TrialRecord, metric: str, mode: str) -> dict:
         row["final_eval_accuracy"] = final.get("eval_accuracy")
     row["steps"] = final.get("step", 0)
     row["error"] = short_error(rec.error) if rec.error else ""
-    row["checkpoint"] = best.get("checkpoint_path", "")
+    # checkpoints are saved every train.checkpoint_every steps, so the best eval may have none (Tune's
+    # frame then holds NaN): the trial's checkpoint is its best-scoring eval that saved one
+    saved = [r for r in scored if isinstance(r.get("checkpoint_path"), str) and r["checkpoint_path"]]
+    kept = pick(saved, key=lambda r: r[metric]) if saved else {}
+    row["checkpoint"] = kept.get("checkpoint_path", "")
+    row["checkpoint_step"] = kept.get("step", "")
     return row
 
 
@@ -120,7 +125,7 @@ def format_table(rows: list[dict]) -> str:
     """The results as aligned text; the checkpoint paths are left to results.csv."""
     if not rows:
         return "(no trials)"
-    cols = [c for c in rows[0] if c != "checkpoint"]
+    cols = [c for c in rows[0] if c not in ("checkpoint", "checkpoint_step")]
     cells = [cols] + [[_cell(r[c]) for c in cols] for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
