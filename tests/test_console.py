@@ -45,7 +45,8 @@ def test_follow_reports_prints_each_new_report_once(tmp_path, capsys):
 def test_ray_driver_drops_only_the_known_harmless_lines(monkeypatch):
     import ray._private.worker as ray_worker
 
-    from goalrm.console import VERBOSE_ENV, quiet_ray_driver
+    from goalrm.console import VERBOSE_ENV
+    from goalrm.train.trainer import quiet_ray_driver
 
     forwarded = []
     monkeypatch.setattr(ray_worker, "print_worker_logs", lambda data, f, ignore_prefix=False: forwarded.append(data["lines"]))

@@ -8,7 +8,7 @@ import yaml
 
 from goalrm.atomic import replace_dir, write_text
 from goalrm.config import Config, ConfigError, load_config
-from goalrm.console import VERBOSE_ENV, follow_reports, quiet_ray_driver, verbose
+from goalrm.console import VERBOSE_ENV, follow_reports, verbose
 from goalrm.data.pack import check_packing_support
 from goalrm.env import ray_temp_dir, setup_environment
 from goalrm.train import faults
@@ -24,6 +24,35 @@ class TrainResult:
     model_dir: str
     metrics: dict
     checkpoint_path: str
+
+
+# Lines Ray forwards to the driver that say nothing to a goalrm user: a sweep's trials ask for no CPU
+# (goalrm/tune/sweep.py), so the raylet warns of "many" worker processes; and Ray Train's controller
+# notes that its PreemptionWatcher's constructor arguments live in the object store.
+_HARMLESS_RAY_LINES = (
+    "PYTHON worker processes have been started on node",
+    "Actor with class name: 'PreemptionWatcher'",
+)
+
+
+def quiet_ray_driver() -> None:
+    """In the driver, after ray.init: drop the known-harmless lines above from what Ray forwards; every
+    other line, warnings and errors included, prints as before. A no-op with --verbose."""
+    if verbose():
+        return
+    import ray._private.worker as ray_worker
+
+    forward = getattr(ray_worker, "print_worker_logs", None)
+    if forward is None or getattr(forward, "goalrm_filtered", False):
+        return  # another Ray version, or filtered already
+
+    def filtered(data, print_file, ignore_prefix=False):
+        lines = [line for line in data.get("lines", []) if not any(h in line for h in _HARMLESS_RAY_LINES)]
+        if lines:
+            forward({**data, "lines": lines}, print_file, ignore_prefix)
+
+    filtered.goalrm_filtered = True
+    ray_worker.print_worker_logs = filtered  # both the worker-log and the raylet-error streams print here
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
