@@ -70,8 +70,6 @@ def state_bytes(engine) -> int:
 
 
 def worker(loop_config: dict) -> None:
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
     import ray.train
     from transformers import AutoModelForSequenceClassification
     from transformers.integrations import HfDeepSpeedConfig
@@ -80,10 +78,11 @@ def worker(loop_config: dict) -> None:
     from goalrm.losses import reward_model_loss
     from goalrm.model import RewardModel
     from goalrm.train.deepspeed_config import deepspeed_config
+    from goalrm.train.deepspeed_init import init_distributed
 
     rank = ray.train.get_context().get_world_rank()
     cfg = load_config(None, {"train": {**loop_config["train"], "precision": "bf16", "micro_batch_size": 2}})
-    deepspeed.init_distributed(dist_backend="gloo")
+    deepspeed = init_distributed(use_gpu=False)
     ds_config = deepspeed_config(cfg.train, 2)
     ds_config["zero_optimization"].update(BUCKETS)
     hf_ds = HfDeepSpeedConfig(ds_config) if cfg.train.zero_stage == 3 else None  # noqa: F841 (must stay alive)

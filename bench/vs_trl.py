@@ -39,6 +39,7 @@ from goalrm.losses import LossConfig, reward_model_loss
 from goalrm.model import RewardModel, load_tokenizer
 from goalrm.tiny import tiny_config, tiny_tokenizer
 from goalrm.train.deepspeed_config import deepspeed_config
+from goalrm.train.deepspeed_init import init_distributed
 from goalrm.train.schedule import warmup_cosine
 
 from shapes import SHAPES  # bench/, on the path when a bench script runs
@@ -107,9 +108,7 @@ def init_process_group(backend: str = "gloo"):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    import deepspeed
-
-    deepspeed.init_distributed(dist_backend=backend)
+    init_distributed(use_gpu=backend == "nccl")
 
 
 def goalrm_engine(config, batch, total_steps, zero_stage):

@@ -30,6 +30,7 @@ from goalrm.qvalues import final_token_reps
 from goalrm.sampling import sampling_generator
 from goalrm.train import checkpoint, faults
 from goalrm.train.data_source import train_data_source
+from goalrm.train.deepspeed_init import import_deepspeed, init_distributed
 from goalrm.train.report import NODE, NONFINITE
 from goalrm.train.schedule import warmup_cosine
 
@@ -39,10 +40,8 @@ LOSSES = ("loss", "bt_loss", "contrastive_loss")
 
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg = config_from_dict(loop_config["config"])
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if cfg.train.use_gpu else "cpu")
-    import deepspeed  # after DS_ACCELERATOR: DeepSpeed picks its accelerator on import
-
-    quiet_libraries()  # the driver prints one line per report
+    deepspeed = import_deepspeed(cfg.train.use_gpu)
+    quiet_libraries()  # the driver prints one line per report; after DeepSpeed's import, which sets its log level
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -55,8 +54,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     eval_pairs, _, _ = load_tokenized(cfg.data.eval, "eval", cfg.data, tokenizer)
 
     # model
-    with quiet_stdout():  # on CPU, DeepSpeed prints that it built its shared-memory op
-        deepspeed.init_distributed(dist_backend="nccl" if cfg.train.use_gpu else "gloo")  # wraps Ray's process group
+    init_distributed(cfg.train.use_gpu)  # DeepSpeed's communication over Ray's process group
     ds_config = loop_config["deepspeed"]  # built and checked on the driver (user JSON merged)
     hf_ds = HfDeepSpeedConfig(ds_config) if cfg.train.zero_stage == 3 else None  # noqa: F841 (must stay alive)
     model = build_model(
