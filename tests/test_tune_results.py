@@ -134,3 +134,15 @@ def test_best_eval_without_a_checkpoint_points_at_the_best_one_saved(tmp_path):
     result = summarize_sweep([rec], BASE, spec, str(tmp_path))
     assert result.best_checkpoint == "/a/300"
     assert json.load(open(tmp_path / "summary.json"))["best_checkpoint"] == "/a/300"  # a path, never NaN
+
+
+def test_a_sweep_stopped_between_trials_is_interrupted(tmp_path):
+    # a Ctrl+C after a trial finished, before Tune created the next: no trial is unfinished, yet the
+    # 3-value grid is not done, and `goalrm tune --resume` would run the rest
+    spec = parse_space(SPACE, BASE.to_dict())
+    assert spec.total_trials() == 3
+    two = _records()[:2]
+    assert summarize_sweep(two, BASE, spec, str(tmp_path)).interrupted
+    assert json.load(open(tmp_path / "summary.json"))["interrupted"] is True
+    assert not summarize_sweep(_records()[:3], BASE, spec, str(tmp_path)).interrupted
+    assert parse_space({**SPACE, "tune": {"num_samples": 4}}, BASE.to_dict()).total_trials() == 12

@@ -165,7 +165,8 @@ def summarize_sweep(records: list[TrialRecord], base: Config, spec, output_dir: 
         best_value=best[f"best_{s.metric}"] if best else None,
         best_checkpoint=(best["checkpoint"] or None) if best else None,
         best_config=cfg,
-        interrupted=counts.get("unfinished", 0) > 0,
+        # a trial that never finished, or one a Ctrl+C between trials kept from being created at all
+        interrupted=counts.get("unfinished", 0) > 0 or len(records) < spec.total_trials(),
         output_dir=output_dir,
         files=files,
     )

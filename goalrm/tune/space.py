@@ -12,6 +12,7 @@ Every key and every value a trial can get is checked against the Config dataclas
 
 import dataclasses
 import importlib.util
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -80,6 +81,11 @@ class SweepSpec:
 
     def param_space(self) -> dict:
         return {a.key: a.to_tune() for a in self.axes}
+
+    def total_trials(self) -> int:
+        """Trials the sweep runs when it completes: num_samples of the grid axes crossed (Ray's variant
+        generator), or num_samples (Optuna, which takes no grid)."""
+        return self.settings.num_samples * math.prod(len(a.args) for a in self.axes if a.kind == "grid")
 
 
 def set_key(data: dict, key: str, value) -> dict:

@@ -18,6 +18,7 @@ from goalrm.tune.space import SweepSpec, TuneSettings, apply_values, load_space,
 
 SWEEP_FILE = "sweep.json"  # base config, space and settings: all that --resume needs
 TUNE_DIR = "tune"  # Tune's experiment; a trial's metrics.jsonl and checkpoints are in tune/TRIAL_ID/
+ASHA_FILE = "asha_rungs.json"  # ASHA's rung scores so far (goalrm/tune/asha.py)
 
 
 def sweep_trial(values: dict, base: dict, settings: dict, trials_dir: str) -> None:
@@ -88,15 +89,17 @@ def search_alg(s: TuneSettings, max_concurrent: int):
 
 def _tuner(base: Config, trial_base: dict, spec: SweepSpec, output_dir: str, callbacks):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
+    from goalrm.tune.asha import ResumableASHA
     from goalrm.tune.placement import ReleasePlacementGroups
     from goalrm.tune.progress import TrialLines
 
     s = spec.settings
     concurrent = _max_concurrent(base, s)
     if s.scheduler == "asha":
-        scheduler = ASHAScheduler(
+        scheduler = ResumableASHA(
+            os.path.join(output_dir, ASHA_FILE),  # its rungs, for --resume
             time_attr="step",
             max_t=base.train.max_steps,
             grace_period=s.grace_period or base.train.eval_every,
