@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.goalrm-installed
 export GOALRM_CACHE ?= $(HOME)/.cache/goalrm
 
-.PHONY: demo report test test-fast bench bench-trl clean smollm2 gpu-check
+.PHONY: demo report test test-fast test-slow test-all bench bench-trl clean smollm2 gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,11 +27,20 @@ demo: $(STAMP)
 report: $(STAMP)
 	$(BIN)/goalrm report --run runs/demo --data synthetic --output runs/demo/report.html
 
+# the suite but its slow tier: unit tests and the end-to-end runs on one local Ray (under 8 min on 2 cores)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/python -m pytest -q -m "not slow" --durations=20
 
+# unit tests only, no Ray: seconds
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not ray"
+
+# the slow tier: the real backbone, the offloaded optimizer's compile, Ray Jobs, two nodes, serving, the GPU check's dry run
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow --durations=20
+
+# what CI runs
+test-all: test test-slow
 
 bench: $(STAMP)
 	$(BIN)/python bench/contrastive_overhead.py

@@ -252,7 +252,7 @@ def _files(folder):
     return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(240)
 def test_score_bad_rows_two_scorers_on_two_cpus_then_idempotent_rerun(tmp_path, model_dir, ray_session):
     data = tmp_path / "in"
@@ -287,7 +287,7 @@ def test_score_bad_rows_two_scorers_on_two_cpus_then_idempotent_rerun(tmp_path, 
         _run(model_dir, data, out, block_rows=9)
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(240)
 def test_interrupted_job_rerun_gives_every_row_once(tmp_path, model_dir, ray_session):
     data = _write_jsonl(tmp_path / "in.jsonl", _rows(40))
@@ -310,7 +310,7 @@ def test_interrupted_job_rerun_gives_every_row_once(tmp_path, model_dir, ray_ses
     assert sorted(os.listdir(out / SCORED)) == sorted(b.name + ".parquet" for b in blocks)
 
 
-@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.timeout(240)
 def test_majority_vote_report_end_to_end(tmp_path, model_dir, ray_session, capsys):
     # 3 groups of 3: answers (a: 1,1,2  b: 7,8,8  c: 4,4,4); correct answers a=1, b=7, c=4

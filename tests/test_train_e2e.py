@@ -26,10 +26,12 @@ from goalrm.evaluate import evaluate_pairs, goal_and_reward_stats, goal_and_rewa
 from goalrm.export import load_reward_model
 from goalrm.train.deepspeed_config import FORCE_PARAM_RELEASE
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
-# Measured on the 2-core machine: 0.883 held-out accuracy with ZeRO-2 after these steps; 0.5 is chance.
+# Measured on the 2-core machine (2026-12-04): held-out accuracy 0.860 and AUROC 0.774 after these steps
+# (0.845 and 0.711 after 132); 0.5 is chance.
 ACCURACY_BAR = 0.7
+STEPS = 200
 NOISE = ("Reporting training result", "PlacementGroupCleaner", "built successfully", "FutureWarning", "Traceback", "Loading weights")
 
 
@@ -38,7 +40,7 @@ def test_zero3_learns_with_uneven_shards_and_a_quiet_console(tmp_path):
     (tmp_path / "ds.json").write_text(json.dumps(FORCE_PARAM_RELEASE))
     cfg = load_config(None, {  # the demo's config, shortened
         "data": {"synthetic_train_size": 8000, "synthetic_eval_size": 129, "goal_state_pairs": 257, "group_by_length": True},
-        "train": {"zero_stage": 3, "max_steps": 250, "eval_every": 250, "log_every": 50, "eval_batch_size": 32,
+        "train": {"zero_stage": 3, "max_steps": STEPS, "lr": 1.5e-3, "warmup_steps": 10, "eval_every": STEPS, "log_every": 50, "eval_batch_size": 32,
                   "deepspeed_config": str(tmp_path / "ds.json")},
     })
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
@@ -47,7 +49,7 @@ def test_zero3_learns_with_uneven_shards_and_a_quiet_console(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     reports = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-    assert [r["step"] for r in reports] == [50, 100, 150, 200, 250]
+    assert [r["step"] for r in reports] == [50, 100, 150, 200]
     final = reports[-1]
     assert final["eval_accuracy"] >= ACCURACY_BAR, final
     assert final["eval_auroc"] >= ACCURACY_BAR, final

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 
 @pytest.mark.timeout(600)

@@ -10,7 +10,7 @@ import yaml
 from goalrm.config import load_config
 from goalrm.data.synthetic import synthetic_pairs
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.ray
 
 
 def _rows(n, seed):

@@ -40,12 +40,15 @@ def cluster():
     """Its own Ray for this module: other modules' `ray_session` has shut its Ray down by now, and
     this one is shut down at the end."""
     import ray
+    from ray._common.utils import get_default_ray_temp_dir
     from ray.cluster_utils import Cluster
 
     from goalrm.env import setup_environment
 
     ray.shutdown()
     setup_environment()  # before the raylets start: workers inherit their environment (DeepSpeed's op cache)
+    # Cluster records the head's address in Ray's default temp dir, which a fresh machine lacks
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     c = Cluster(initialize_head=True, head_node_args={**_node_args(), "num_cpus": 0, "include_dashboard": False})
     # two nodes for the two ranks and a spare to replace the one removed: Ray adds a node only from the
     # main thread (it installs signal handlers), which is busy with the run by then
