@@ -21,7 +21,8 @@ def _train(args) -> int:
     print(
         f"goalrm train: model={cfg.model.name_or_path} data={cfg.data.train} workers={cfg.train.num_workers} "
         f"zero={cfg.train.zero_stage} {cfg.train.precision} λ={cfg.loss.contrastive_weight} ({cfg.loss.form}) "
-        f"steps={cfg.train.max_steps} global_batch={cfg.train.global_batch_size}",
+        f"steps={cfg.train.max_steps} global_batch={cfg.train.global_batch_size} "
+        f"attention={cfg.attention()}{' (auto)' if cfg.model.attn_implementation == 'auto' else ''}{' packed' if cfg.data.packing else ''}",
         flush=True,
     )
     from ray.train import TrainingFailedError

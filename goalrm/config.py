@@ -9,7 +9,7 @@ from importlib import resources
 
 import yaml
 
-from goalrm import backbones
+from goalrm import attention, backbones
 from goalrm.lora import LoraSettings
 from goalrm.losses import LossConfig
 from goalrm.model import HeadConfig
@@ -31,10 +31,16 @@ class ModelConfig:
     trust_remote_code: bool = False  # run a hub model's own code; off unless set
     gradient_checkpointing: bool = False  # recompute activations in backward (non-reentrant)
     lora: LoraSettings | None = None  # None: full fine-tune
+    # auto | sdpa | sdpa_varlen | flex_attention | flash_attention_2 | eager (goalrm/attention.py); auto:
+    # sdpa, or with data.packing the varlen kernel for the device (CPU: sdpa_varlen; GPU: FlashAttention-2
+    # when installed and bf16, else flex_attention)
+    attn_implementation: str = "auto"
 
     def __post_init__(self):
         self.heads()  # validates
         backbones.check(self.name_or_path)  # a missing package fails here, not in every worker
+        if self.attn_implementation not in attention.IMPLEMENTATIONS:
+            raise ValueError(f"model.attn_implementation must be one of {', '.join(attention.IMPLEMENTATIONS)}, got {self.attn_implementation!r}")
 
     def heads(self) -> HeadConfig:
         return HeadConfig(head=self.head, mlp_hidden=self.mlp_hidden, projection_dim=self.projection_dim)
@@ -153,8 +159,17 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self):
+        self.attention()  # the implementation fits the device and precision
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def attention(self) -> str:
+        """model.attn_implementation resolved for the training workers' device (goalrm/attention.py)."""
+        return attention.resolve(
+            self.model.attn_implementation, "cuda" if self.train.use_gpu else "cpu", self.data.packing, self.train.precision
+        )
 
     def with_absolute_paths(self) -> "Config":
         """Ray workers and Tune trials run in other directories: data files and a local model folder given

@@ -38,7 +38,7 @@ class PairScores:
         return self
 
 
-def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device, packing: bool = False):
+def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device, packing: str | None = None):
     """Per batch: (pairs in it, padded batch on `device`, RewardOutput, Q-values [2n, T] or None); chosen rows first."""
     for i in range(0, len(pairs), batch_size):
         chunk = pairs[i : i + batch_size]
@@ -50,10 +50,11 @@ def _forward(model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | No
 
 @torch.no_grad()
 def evaluate_pairs(
-    model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu", packing: bool = False,
+    model, pairs, pad_id: int, batch_size: int, goal: torch.Tensor | None, device="cpu", packing: str | None = None,
     n_real: int | None = None,
 ) -> PairScores:
     """`model(input_ids, attention_mask, with_reps=True)` returns a RewardOutput (a RewardModel or a DeepSpeed engine).
+    `packing`: a layout ("flat", "rows") that the model's attention takes, or None for padded batches.
 
     Only the first `n_real` pairs count (default: all): the rest pad a rank's shard so that every rank
     runs the same forwards (`goalrm.data.sampler.even_shard`). One host copy per batch, none per row."""

@@ -10,6 +10,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
 
+from goalrm import attention
 from goalrm.backbones import resolve
 from goalrm.data.pack import Packed, unpack
 from goalrm.lora import LoraSettings, add_lora
@@ -73,8 +74,10 @@ class RewardModel(nn.Module):
         if packed is None:
             hidden = self.backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
         else:
-            # no attention_mask and no cache: transformers takes the sequence boundaries from position_ids
-            out = self.backbone(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False)
+            # no attention_mask and no cache: transformers takes the sequence boundaries from position_ids;
+            # a flat row's are handed to the attention of every layer too (goalrm/attention.py)
+            varlen = {} if packed.cu_seqlens is None else attention.varlen_kwargs(packed.cu_seqlens, packed.max_len)
+            out = self.backbone(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False, **varlen)
             hidden = unpack(out.last_hidden_state, packed)
         last = last_token_index(attention_mask)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
@@ -109,20 +112,23 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     gradient_checkpointing: bool = False,
     lora: LoraSettings | None = None,
+    attn_implementation: str = "sdpa",
 ) -> RewardModel:
     """A fresh reward model: `tiny` is randomly initialised; anything else loads pretrained weights.
+    `attn_implementation` is a resolved one (goalrm/attention.py's `resolve`), not "auto".
 
     Every weight, backbone and new heads alike, is `dtype`, whatever dtype a checkpoint was saved in
     (transformers 5 would keep a bf16 checkpoint bf16). Training asks for fp32: DeepSpeed's bf16 mode
     casts the module itself and keeps fp32 master weights."""
+    attention.register()
     if name_or_path == TINY_NAME:
         config = tiny_config(num_labels=1)
-        seq_cls = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+        seq_cls = AutoModelForSequenceClassification.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
     else:
         name_or_path = resolve(name_or_path)  # named backbones (smollm2-135m) to their cached folder
         config = AutoConfig.from_pretrained(name_or_path, num_labels=1, trust_remote_code=trust_remote_code)
         seq_cls = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, config=config, trust_remote_code=trust_remote_code, dtype=dtype
+            name_or_path, config=config, trust_remote_code=trust_remote_code, dtype=dtype, attn_implementation=attn_implementation
         )
     if tokenizer is not None and seq_cls.config.pad_token_id is None:
         seq_cls.config.pad_token_id = tokenizer.pad_token_id

@@ -1,6 +1,6 @@
 """A micro-batch as the model takes it: built on the host, then moved to the step's device in one go."""
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -12,7 +12,7 @@ from goalrm.data.tokenize import TokenizedPair
 @dataclass
 class ModelBatch:
     padded: dict[str, torch.Tensor]  # collate_pairs' tensors: B chosen rows, then B rejected
-    packed: Packed | None  # the same sequences packed padding-free, when data.packing
+    packed: Packed | None  # the same sequences packed padding-free (data.packing), in their layout
     pairs: int
     tokens: int  # real tokens
     slots: int  # token slots the forward pays for (padded or packed)
@@ -25,14 +25,15 @@ class ModelBatch:
     def pin_memory(self) -> "ModelBatch":
         """Page-locked host memory, so that a non-blocking copy to a GPU overlaps compute."""
         padded = {k: v.pin_memory() for k, v in self.padded.items()}
-        packed = None if self.packed is None else Packed(**{f.name: getattr(self.packed, f.name).pin_memory() for f in fields(Packed)})
+        packed = None if self.packed is None else self.packed.pin_memory()
         return ModelBatch(padded, packed, self.pairs, self.tokens, self.slots)
 
 
-def collate_for_model(pairs: list[TokenizedPair], pad_id: int, packing: bool) -> ModelBatch:
-    """The padded batch and, when `packing`, its packed form; on the host (packing loops over rows)."""
+def collate_for_model(pairs: list[TokenizedPair], pad_id: int, packing: str | None = None) -> ModelBatch:
+    """The padded batch and, given a packing layout ("flat" or "rows", goalrm/attention.py's
+    `packing_layout`), its packed form; on the host (packing loops over rows)."""
     padded = collate_pairs(pairs, pad_id)
     mask = padded["attention_mask"]
-    packed = pack(padded["input_ids"], mask, pad_id) if packing else None
+    packed = pack(padded["input_ids"], mask, pad_id, packing) if packing else None
     slots = mask.numel() if packed is None else packed.input_ids.numel()
     return ModelBatch(padded, packed, len(pairs), int(mask.sum()), slots)

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from transformers.integrations import HfDeepSpeedConfig
 
+from goalrm import attention
 from goalrm.config import Config, config_from_dict
 from goalrm.console import quiet_libraries, quiet_stdout
 from goalrm.data.load import load_tokenized
@@ -54,6 +55,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     eval_pairs, _, _ = load_tokenized(cfg.data.eval, "eval", cfg.data, tokenizer)
 
     # model
+    attn = loop_config["attention"]
+    attention.require(attn)
+    packing = attention.packing_layout(attn) if cfg.data.packing else None
     init_distributed(cfg.train.use_gpu)  # DeepSpeed's communication over Ray's process group
     ds_config = loop_config["deepspeed"]  # built and checked on the driver (user JSON merged)
     hf_ds = HfDeepSpeedConfig(ds_config) if cfg.train.zero_stage == 3 else None  # noqa: F841 (must stay alive)
@@ -64,6 +68,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         cfg.model.trust_remote_code,
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         lora=cfg.model.lora,
+        attn_implementation=attn,
     )
     # DeepSpeed builds the optimizer from the config (AdamW, or DeepSpeedCPUAdam when offloading); the
     # scheduler wraps whichever it built
@@ -80,9 +85,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     gen = sampling_generator(cfg.train.seed, rank, device)
     # after a worker failure or on --resume: weights, optimizer, scheduler, RNG and step from the last checkpoint
     start = checkpoint.restore(engine, gen, rank)
-    run = _Run(cfg, loop_config, engine, scheduler, tokenizer, source, eval_pairs, gen, rank, world, device)
+    run = _Run(cfg, loop_config, engine, scheduler, tokenizer, source, eval_pairs, gen, rank, world, device, packing)
 
-    batches = prefetch(_host_batches(cfg, source, tokenizer.pad_token_id, start, device))
+    batches = prefetch(_host_batches(cfg, source, tokenizer.pad_token_id, start, device, packing))
     for step in range(start, cfg.train.max_steps):
         engine.train()
         for _ in range(cfg.train.grad_accum):
@@ -107,22 +112,22 @@ def train_loop_per_worker(loop_config: dict) -> None:
         faults.maybe_stop(loop_config.get("fault"), step + 1, rank)
 
 
-def _host_batches(cfg: Config, source, pad_id: int, start: int, device):
+def _host_batches(cfg: Config, source, pad_id: int, start: int, device, packing: str | None):
     """Every micro-batch from step `start` on, collated on the host (pinned for a GPU), with the data's
     progress once it is drawn: (epoch, row counts). Run ahead of the device by `prefetch`, so the source's
     own counters are ahead of what was trained on; these snapshots are not."""
     pin = device.type == "cuda"
     for step in range(start, cfg.train.max_steps):
         for micro in range(cfg.train.grad_accum):
-            mb = collate_for_model(source.micro_batch(step, micro), pad_id, cfg.data.packing)
+            mb = collate_for_model(source.micro_batch(step, micro), pad_id, packing)
             yield (mb.pin_memory() if pin else mb), (source.epoch(step + 1), source.counts())
 
 
 class _Run:
     """What the loop keeps between reports: running sums on the device, read only at a report."""
 
-    def __init__(self, cfg, loop_config, engine, scheduler, tokenizer, source, eval_pairs, gen, rank, world, device):
-        self.cfg, self.loop_config, self.engine, self.scheduler = cfg, loop_config, engine, scheduler
+    def __init__(self, cfg, loop_config, engine, scheduler, tokenizer, source, eval_pairs, gen, rank, world, device, packing):
+        self.cfg, self.loop_config, self.engine, self.scheduler, self.packing = cfg, loop_config, engine, scheduler, packing
         self.tokenizer, self.source, self.gen = tokenizer, source, gen
         self.rank, self.world, self.device = rank, world, device
         self.node = ray.get_runtime_context().get_node_id()
@@ -205,7 +210,7 @@ class _Run:
         self.engine.eval()
         scores = evaluate_pairs(
             self.engine, self.eval_shard, self.tokenizer.pad_token_id, self.cfg.train.eval_batch_size, goal,
-            self.device, self.cfg.data.packing, n_real=self.eval_real,
+            self.device, self.packing, n_real=self.eval_real,
         )
         self.goal_sum.zero_()
         self.goal_count = 0

@@ -104,6 +104,7 @@ def build_trainer(cfg: Config, output_dir: str, callbacks: list, checkpoint_conf
         train_loop_per_worker,
         train_loop_config={
             "config": cfg.to_dict(),
+            "attention": cfg.attention(),  # resolved here, so that every worker runs what the first line said
             "deepspeed": deepspeed_config(t, t.num_workers),
             "fault": faults.from_env(),
         },
