@@ -54,6 +54,10 @@ class DataConfig:
     group_by_length: bool = True  # batches of similar-length pairs, to cut padding (both loaders)
     group_window: int = 16  # ray_data: micro-batches shuffled and length-sorted together
     packing: bool = False  # padding-free micro-batches (goalrm/data/pack.py); the backbone must read boundaries from position_ids
+    # > 0: each rank's pairs of a step (still train.micro_batch_size x train.grad_accum of them) are cut, in
+    # length order, into as few forwards as fit this many token slots (padded, or packed); 0: train.grad_accum
+    # forwards of train.micro_batch_size pairs (goalrm/data/token_budget.py)
+    max_tokens_per_micro_batch: int = 0
     synthetic_train_size: int = 4000  # pairs generated when train is "synthetic"
     synthetic_eval_size: int = 256  # pairs generated when eval is "synthetic" (a disjoint split)
     synthetic_seed: int = 0  # the synthetic data's seed (train.seed is the model's and the order's)
@@ -74,6 +78,11 @@ class DataConfig:
             raise ValueError("data.group_window must be >= 1")
         if self.max_length < 4:
             raise ValueError("data.max_length must be >= 4")
+        if self.max_tokens_per_micro_batch and self.max_tokens_per_micro_batch < 2 * self.max_length:
+            raise ValueError(
+                f"data.max_tokens_per_micro_batch must be 0 (off) or >= 2 x data.max_length = {2 * self.max_length}, "
+                f"the slots of the longest pair; got {self.max_tokens_per_micro_batch}"
+            )
         if self.synthetic_task not in ("chains", "long_chains"):
             raise ValueError(f"data.synthetic_task must be 'chains' or 'long_chains', got {self.synthetic_task!r}")
         if self.synthetic_train_size < 1 or self.synthetic_eval_size < 1:

@@ -1,7 +1,9 @@
 """Runs that survive: resume, a killed worker, a killed save, and exporting a ZeRO-3 checkpoint offline.
 
 Every run is the same 4-step ZeRO-3 job with a checkpoint every 2 steps, so each continuation is
-compared against one uninterrupted reference run. A test stops a worker at a chosen point with
+compared against one uninterrupted reference run. Its micro-batches are sized by a token budget, which
+cuts the two ranks' pairs into different numbers of micro-batches at some steps: each rank then runs the
+most any needs, and a resumed run cuts its steps as the reference did. A test stops a worker at a chosen point with
 GOALRM_FAULT (goalrm/train/faults.py) and kills that worker's process by the PID it records.
 """
 
@@ -25,11 +27,12 @@ pytestmark = pytest.mark.ray
 STEPS = 4
 # float tolerance for a continuation; measured: identical to the reference run
 RTOL = 1e-5
+BUDGET = 300  # token slots of a micro-batch: one or two of these pairs, so 5 to 8 micro-batches a step
 
 
 def _config(max_failures=0):
     overrides = {
-        "data": {"synthetic_train_size": 512, "synthetic_eval_size": 32, "goal_state_pairs": 64},
+        "data": {"synthetic_train_size": 512, "synthetic_eval_size": 32, "goal_state_pairs": 64, "max_tokens_per_micro_batch": BUDGET},
         "train": {
             "zero_stage": 3,
             "max_steps": STEPS,
@@ -94,10 +97,28 @@ def reference(ray_session, tmp_path_factory):
     from goalrm.train.trainer import train
 
     run_dir = str(tmp_path_factory.mktemp("reference") / "run")
-    train(_config(), run_dir)
+    cfg = _config()
+    train(cfg, run_dir)
     metrics = _metrics(run_dir)
     assert [m["step"] for m in metrics] == list(range(1, STEPS + 1))
+    assert any(a != b for a, b in _cuts(cfg))  # ranks that disagree on their count, and still ran the same forwards
     return run_dir, metrics
+
+
+def _cuts(cfg) -> list[list[int]]:
+    """How many micro-batches each rank's pairs of each step fit the budget in, as the loop cuts them."""
+    from goalrm.data.load import load_tokenized
+    from goalrm.data.sampler import micro_batch_indices
+    from goalrm.data.token_budget import by_length, split
+    from goalrm.model import load_tokenizer
+
+    pairs, _, _ = load_tokenized("synthetic", "train", cfg.data, load_tokenizer("tiny"))
+    t = cfg.train
+    return [
+        [len(split(by_length([pairs[i] for i in micro_batch_indices(step, 0, rank, 2, len(pairs), t.micro_batch_size, 1, t.seed)]),
+                   BUDGET, packed=False)) for rank in range(2)]
+        for step in range(STEPS)
+    ]
 
 
 def test_killed_save_is_never_resumed_and_the_resume_continues_identically(reference, tmp_path, monkeypatch, capsys):

@@ -37,3 +37,25 @@ def collate_for_model(pairs: list[TokenizedPair], pad_id: int, packing: str | No
     packed = pack(padded["input_ids"], mask, pad_id, packing) if packing else None
     slots = mask.numel() if packed is None else packed.input_ids.numel()
     return ModelBatch(padded, packed, len(pairs), int(mask.sum()), slots)
+
+
+@dataclass
+class StepBatch:
+    """One optimizer step's pairs on this rank, cut into micro-batches and collated on the host."""
+
+    pairs: list[TokenizedPair]  # in the order they were cut
+    micro: list[ModelBatch]
+
+    def weights(self) -> list[float]:
+        """Each micro-batch's share of the step's pairs: its mean loss times this is its part of the step's."""
+        return [mb.pairs / len(self.pairs) for mb in self.micro]
+
+    def to(self, device, non_blocking: bool = False) -> "StepBatch":
+        return StepBatch(self.pairs, [mb.to(device, non_blocking) for mb in self.micro])
+
+    def pin_memory(self) -> "StepBatch":
+        return StepBatch(self.pairs, [mb.pin_memory() for mb in self.micro])
+
+
+def collate_step(micro: list[list[TokenizedPair]], pad_id: int, packing: str | None = None) -> StepBatch:
+    return StepBatch([p for pairs in micro for p in pairs], [collate_for_model(pairs, pad_id, packing) for pairs in micro])

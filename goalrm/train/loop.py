@@ -19,7 +19,8 @@ from goalrm import attention
 from goalrm.config import Config, config_from_dict
 from goalrm.console import quiet_libraries, quiet_stdout
 from goalrm.data.load import load_tokenized
-from goalrm.data.model_batch import collate_for_model
+from goalrm.data import token_budget
+from goalrm.data.model_batch import StepBatch, collate_step
 from goalrm.data.prefetch import prefetch
 from goalrm.data.sampler import even_shard
 from goalrm.data.stream import padding_frac
@@ -87,13 +88,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     start = checkpoint.restore(engine, gen, rank)
     run = _Run(cfg, loop_config, engine, scheduler, tokenizer, source, eval_pairs, gen, rank, world, device, packing)
 
-    batches = prefetch(_host_batches(cfg, source, tokenizer.pad_token_id, start, device, packing))
+    batches = prefetch(_host_steps(cfg, source, tokenizer.pad_token_id, start, device, packing))
     for step in range(start, cfg.train.max_steps):
         engine.train()
-        for _ in range(cfg.train.grad_accum):
-            # batch
-            mb, progress = next(batches)
-            mb = mb.to(device, non_blocking=True)
+        # batch: the step's pairs in micro-batches, as many on every rank
+        sb, progress = next(batches)
+        sb = _same_count(sb, cfg, tokenizer.pad_token_id, packing, device).to(device, non_blocking=True)
+        for i, (mb, weight) in enumerate(zip(sb.micro, sb.weights())):
             batch = mb.padded
             # model: chosen and rejected in one forward pass
             out = engine(batch["input_ids"], batch["attention_mask"], with_reps=True, packed=mb.packed)
@@ -102,25 +103,42 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 out.rewards, out.reps, batch["completion_start"], batch["completion_end"], cfg.loss, gen,
                 batch["rejected_divergence"],
             )
-            # step
-            engine.backward(loss)
+            # step: the optimizer updates after the step's last micro-batch, on the mean over its pairs
+            engine.set_gradient_accumulation_boundary(i == len(sb.micro) - 1)
+            engine.backward(loss * weight, scale_wrt_gas=False)
             engine.step()
-            run.record(step, parts, mb, out, progress)
+            run.record(step, parts, weight, mb, out, progress)
         # report
         if not run.report(step + 1):
             return
         faults.maybe_stop(loop_config.get("fault"), step + 1, rank)
 
 
-def _host_batches(cfg: Config, source, pad_id: int, start: int, device, packing: str | None):
-    """Every micro-batch from step `start` on, collated on the host (pinned for a GPU), with the data's
-    progress once it is drawn: (epoch, row counts). Run ahead of the device by `prefetch`, so the source's
-    own counters are ahead of what was trained on; these snapshots are not."""
-    pin = device.type == "cuda"
+def _host_steps(cfg: Config, source, pad_id: int, start: int, device, packing: str | None):
+    """Every step's pairs from step `start` on, in micro-batches collated on the host (pinned for a GPU):
+    train.grad_accum of train.micro_batch_size pairs, or under data.max_tokens_per_micro_batch as few as
+    fit the budget; with the data's progress once they are drawn: (epoch, row counts). Run ahead of the
+    device by `prefetch`, so the source's own counters are ahead of what was trained on; these snapshots
+    are not."""
+    pin, budget = device.type == "cuda", cfg.data.max_tokens_per_micro_batch
     for step in range(start, cfg.train.max_steps):
-        for micro in range(cfg.train.grad_accum):
-            mb = collate_for_model(source.micro_batch(step, micro), pad_id, packing)
-            yield (mb.pin_memory() if pin else mb), (source.epoch(step + 1), source.counts())
+        micro = [source.micro_batch(step, m) for m in range(cfg.train.grad_accum)]
+        if budget:
+            micro = token_budget.split(token_budget.by_length([p for pairs in micro for p in pairs]), budget, packing is not None)
+        sb = collate_step(micro, pad_id, packing)
+        yield (sb.pin_memory() if pin else sb), (source.epoch(step + 1), source.counts())
+
+
+def _same_count(sb: StepBatch, cfg: Config, pad_id: int, packing: str | None, device) -> StepBatch:
+    """Under a token budget ranks cut their pairs into different numbers of micro-batches; each then runs
+    the most any rank needs (an all-reduce, in this thread: collectives keep one order on every rank)."""
+    budget = cfg.data.max_tokens_per_micro_batch
+    if not budget:
+        return sb
+    parts = int(_all_reduce(torch.tensor(len(sb.micro), device=device), dist.ReduceOp.MAX))
+    if parts == len(sb.micro):
+        return sb
+    return collate_step(token_budget.split(sb.pairs, budget, packing is not None, parts), pad_id, packing)
 
 
 class _Run:
@@ -139,13 +157,15 @@ class _Run:
         # per-step host sync
         self.first_nonfinite = torch.zeros((), dtype=torch.long, device=device)
         self.nonfinite_losses = torch.zeros(len(LOSSES), dtype=torch.float32, device=device)
-        self.goal_count = self.tokens = self.slots = self.pairs = self.micro_steps = 0
+        self.goal_count = self.tokens = self.slots = self.pairs = 0
+        self.steps = 0.0  # optimizer steps in this report window: the micro-batches' weights, summed
         self.t0 = time.perf_counter()
 
-    def record(self, step: int, parts: dict, mb, out, progress: tuple) -> None:
+    def record(self, step: int, parts: dict, weight: float, mb, out, progress: tuple) -> None:
+        """One micro-batch: its losses count by WEIGHT, its share of the step's pairs."""
         self.epoch, self.counts = progress
         losses = torch.stack([parts[k] for k in LOSSES])
-        self.losses += losses
+        self.losses += losses * weight
         first = ~torch.isfinite(losses).all() & (self.first_nonfinite == 0)
         self.first_nonfinite = torch.where(first, step + 1, self.first_nonfinite)
         self.nonfinite_losses = torch.where(first, losses, self.nonfinite_losses)
@@ -153,7 +173,7 @@ class _Run:
             self.goal_sum += final_token_reps(out.reps[: mb.pairs], out.last_index[: mb.pairs]).float().sum(0)
         self.goal_count += mb.pairs
         self.tokens, self.slots, self.pairs = self.tokens + mb.tokens, self.slots + mb.slots, self.pairs + mb.pairs
-        self.micro_steps += 1
+        self.steps += weight
 
     def report(self, step: int) -> bool:
         """At log, eval and checkpoint steps: all-reduce, eval, checkpoint, export, report. False when the
@@ -167,7 +187,7 @@ class _Run:
         host = torch.tensor([self.tokens, self.slots, self.pairs, *counts.values()], dtype=torch.float64)
         totals = _all_reduce(torch.cat([self.losses.double(), host.to(self.device)])).tolist()
         nonfinite = int(_all_reduce(self.first_nonfinite.clone(), dist.ReduceOp.MAX))
-        losses = {k: v / (self.micro_steps * self.world) for k, v in zip(LOSSES, totals)}
+        losses = {k: v / (self.steps * self.world) for k, v in zip(LOSSES, totals)}
         if nonfinite:
             # a deterministic failure: a report (not an exception) ends the run, so Ray Train does not retry it
             ray.train.report({"step": step, NONFINITE: self._nonfinite_message(nonfinite)})
@@ -191,7 +211,8 @@ class _Run:
         else:
             ray.train.report(metrics)
         self.losses.zero_()
-        self.tokens = self.slots = self.pairs = self.micro_steps = 0
+        self.tokens = self.slots = self.pairs = 0
+        self.steps = 0.0
         self.t0 = time.perf_counter()
         return True
 
