@@ -469,10 +469,10 @@ def cpu_scores(ctx: Context, data: str, out: str):
     from goalrm.score.scorer import load_scorer
 
     cfg = ScoreConfig(model=export(ctx), input=data, output=out, batch_size=4)
-    model, tok, goal = load_scorer(cfg.model)
+    model, tok, goal, packing = load_scorer(cfg.model)
     fs, files = input_files(data)
     for block in plan_blocks(fs, files, cfg.block_rows):
-        score_block(fs, block, model, tok, goal, cfg, out)
+        score_block(fs, block, model, tok, goal, cfg, out, packing=packing)
     return pq.read_table(os.path.join(out, SCORED))
 
 

@@ -16,9 +16,7 @@ masked from each other by a dense mask, so attention pays for the whole row.
 
 import importlib.util
 
-import torch
-import torch.nn.functional as F
-
+# torch is imported where it is used, so that the CLI's parser can list these names without it
 IMPLEMENTATIONS = ("auto", "sdpa", "sdpa_varlen", "flex_attention", "flash_attention_2", "eager")
 VARLEN = ("sdpa_varlen", "flex_attention", "flash_attention_2")  # a packed micro-batch is one flat row
 GOALRM_VARLEN = "sdpa_varlen"
@@ -66,10 +64,12 @@ def packing_layout(implementation: str) -> str:
 
 
 def flash_attn_available() -> bool:
+    import torch
+
     return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
 
 
-def varlen_kwargs(cu_seqlens: torch.Tensor, max_len: int) -> dict:
+def varlen_kwargs(cu_seqlens, max_len: int) -> dict:
     """The forward's keyword arguments for a flat packed row: transformers hands them to the attention
     function of every layer (FlashAttention-2 and goalrm's varlen SDPA read them)."""
     return {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": max_len, "max_length_k": max_len}
@@ -79,6 +79,8 @@ def sdpa_varlen_forward(module, query, key, value, attention_mask, dropout: floa
     """Causal SDPA per packed sequence: of a flat row given its boundaries (`cu_seq_lens_q`), or of each row
     whose position ids restart; anything else is transformers' own SDPA. query [B, H, T, D], key and
     value [B, H_kv, T, D]; returns [B, T, H, D]."""
+    import torch
+    import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     bounds = _boundaries(kwargs.get("cu_seq_lens_q"), kwargs.get("position_ids"), attention_mask, query.shape[0])
@@ -111,6 +113,8 @@ def _boundaries(cu_seqlens, position_ids, attention_mask, batch: int) -> list[li
         return [cu_seqlens.tolist()]
     if position_ids is None or attention_mask is not None:
         return None
+    import torch
+
     width = position_ids.shape[-1]
     starts = position_ids.expand(batch, width) == 0
     if not starts[:, 1:].any():

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from goalrm.attention import IMPLEMENTATIONS
 from goalrm.console import VERBOSE_ENV, quiet_libraries
 from goalrm.env import setup_environment
 
@@ -271,12 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", required=True, help="folder for scored/*.parquet, rejects/, summary.json; rerun into it to resume")
     c.add_argument("--threshold", type=float, default=0.0, help="drop a completion at its first Q-value below this")
     c.add_argument("--goal", help="safetensors file with tensor 'goal' (default: the model's goal_state.safetensors)")
-    c.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass, taken in length order")
+    c.add_argument("--batch-size", type=int, default=256, help="at most this many sequences per forward pass, taken in length order")
+    c.add_argument("--max-tokens", type=int, default=16384, help="at most this many token slots per forward pass (packed: tokens)")
+    c.add_argument("--attn-implementation", default="auto", choices=IMPLEMENTATIONS,
+                   help="the scorers' attention (auto: packed varlen; CPU sdpa_varlen, GPU flash_attention_2 or flex_attention)")
     c.add_argument("--num-scorers", type=int, default=1, help="scorer actors, one model load each")
     c.add_argument("--gpus-per-scorer", type=float, default=0.0, help="GPUs per scorer actor; > 0 runs the model on CUDA")
     c.add_argument("--cpus-per-scorer", type=float, default=0.0, help="0: share the node's CPUs among the scorers")
     c.add_argument("--threads-per-scorer", type=int, default=0, help="torch threads; 0: the node's CPUs over the scorers")
-    c.add_argument("--block-rows", type=int, default=10000, help="input rows per output file; the unit of resuming")
+    c.add_argument("--block-rows", type=int, default=2000, help="input rows per output file; the unit of resuming and of the pipeline")
     c.add_argument("--max-length", type=int, default=1024)
     c.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the weights are read in this dtype")
     c.add_argument("--group-col", help="with --answer-col: majority vote per group before and after filtering")

@@ -205,12 +205,14 @@ class ScoreConfig:
     output: str  # folder for scored/, rejects/, done/, summary.json
     threshold: float = 0.0  # a completion is dropped at its first Q-value below this
     goal: str | None = None  # safetensors with tensor "goal"; default: the model's goal_state.safetensors
-    batch_size: int = 16  # sequences per forward pass, taken in length order
+    batch_size: int = 256  # at most this many sequences per forward pass, taken in length order
+    max_tokens: int = 16384  # at most this many token slots per forward (packed: tokens; padded: rows x the longest)
+    attn_implementation: str = "auto"  # as model.attn_implementation; auto: the packed choice for the scorers' device
     num_scorers: int = 1  # actors, one model each
     gpus_per_scorer: float = 0.0  # GPUs per scorer actor (the model runs on cuda when > 0)
     cpus_per_scorer: float = 0.0  # 0: share the node's CPUs, leaving half a CPU for Ray Data
     threads_per_scorer: int = 0  # torch threads; 0: the node's CPUs over the scorers
-    block_rows: int = 10000  # rows per block: the unit of output files and of resuming
+    block_rows: int = 2000  # rows per block: the unit of output files, of resuming and of the pipeline's overlap
     max_length: int = 1024  # tokens of prompt + completion
     min_prompt_tokens: int = 16  # prompt tokens kept when cutting to max_length
     dtype: str = "float32"  # float32 | bfloat16
@@ -219,9 +221,14 @@ class ScoreConfig:
     label_col: str | None = None
 
     def __post_init__(self):
-        for name in ("batch_size", "num_scorers", "block_rows", "max_length"):
+        for name in ("batch_size", "max_tokens", "num_scorers", "block_rows", "max_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        try:
+            attention.resolve(self.attn_implementation, "cuda" if self.gpus_per_scorer else "cpu", packing=True,
+                              precision="bf16" if self.dtype == "bfloat16" else "fp32", training=False)
+        except ValueError as e:
+            raise ConfigError(str(e).replace("model.attn_implementation", "--attn-implementation")) from None
         for name in ("gpus_per_scorer", "cpus_per_scorer", "threads_per_scorer", "min_prompt_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")

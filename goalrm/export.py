@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from goalrm import attention
 from goalrm.atomic import write_text
 from goalrm.config import ConfigError
 from goalrm.lora import ADAPTER_DIR, merge_lora, save_adapter
@@ -90,12 +91,17 @@ def read_meta(model_dir: str) -> dict:
         return json.load(f)
 
 
-def load_reward_model(model_dir: str, trust_remote_code: bool = False, device="cpu", dtype: str | torch.dtype = "float32"):
+def load_reward_model(
+    model_dir: str, trust_remote_code: bool = False, device="cpu", dtype: str | torch.dtype = "float32", attn_implementation: str = "sdpa"
+):
     """Returns (model, tokenizer, goal state or None, meta dict): in eval mode, on `device`, its weights
-    read straight in `dtype` (no fp32 copy first)."""
+    read straight in `dtype` (no fp32 copy first), its attention `attn_implementation` (goalrm/attention.py)."""
     meta = read_meta(model_dir)
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-    seq_cls = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=trust_remote_code, dtype=dtype)
+    attention.register()
+    seq_cls = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, trust_remote_code=trust_remote_code, dtype=dtype, attn_implementation=attn_implementation
+    )
     model = RewardModel(seq_cls, HeadConfig(**meta["heads"]))
     extra_path = os.path.join(model_dir, EXTRA_HEADS_FILE)
     if os.path.exists(extra_path):

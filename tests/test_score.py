@@ -106,19 +106,22 @@ def test_completions_from_row_layouts_and_errors():
         assert (e.value.path, e.value.line, e.value.field) == ("f.jsonl", 7, field)
 
 
-def test_length_sorted_batches_match_one_at_a_time(model_dir):
-    model, tok, goal = load_scorer(model_dir)
+@pytest.mark.parametrize("attn", ["sdpa", "sdpa_varlen", "eager"])
+def test_token_budget_batches_packed_or_padded_match_one_at_a_time(model_dir, attn):
+    model, tok, goal, packing = load_scorer(model_dir, attn=attn)
+    assert packing == ("flat" if attn == "sdpa_varlen" else "rows")  # the tiny Llama takes packed rows
     texts = [("Q: ", "a" * n) for n in (40, 3, 17, 60, 1, 25, 9)]
     seqs = []
     for p, c in texts:
         ids = tok(p + c)["input_ids"]
         seqs.append((ids, len(tok(p)["input_ids"]) - 1))  # the byte tokenizer: prompt tokens after <bos>, before <eos>
-    r_batched, q_batched = score_sequences(model, goal, seqs, tok.pad_token_id, batch_size=3)
-    r_single, q_single = score_sequences(model, goal, seqs, tok.pad_token_id, batch_size=1)
-    np.testing.assert_allclose(r_batched, r_single, atol=1e-5)
-    for (ids, start), qb, qs in zip(seqs, q_batched, q_single):
-        assert qb.dtype == np.float32 and len(qb) == len(ids) - start
-        np.testing.assert_allclose(qb, qs, atol=1e-5)
+    r_single, q_single = score_sequences(model, goal, seqs, tok.pad_token_id, max_tokens=1)  # one a forward
+    for layout in (packing, None):  # packed in its layout, then padded
+        r_batched, q_batched = score_sequences(model, goal, seqs, tok.pad_token_id, max_tokens=120, packing=layout)
+        np.testing.assert_allclose(r_batched, r_single, atol=1e-5)
+        for (ids, start), qb, qs in zip(seqs, q_batched, q_single):
+            assert qb.dtype == np.float32 and len(qb) == len(ids) - start
+            np.testing.assert_allclose(qb, qs, atol=1e-5)
 
 
 # ---------------------------------------------------------------- blocks, no Ray
@@ -152,9 +155,9 @@ def test_score_block_keeps_columns_and_rejects_with_reasons(tmp_path, model_dir)
     path = _with_bad_rows(tmp_path / "in.jsonl")
     fs, files = input_files(str(path))
     (block,) = plan_blocks(fs, files, 100)
-    model, tok, goal = load_scorer(model_dir)
+    model, tok, goal, packing = load_scorer(model_dir)
     cfg = ScoreConfig(model=model_dir, input=str(path), output=str(tmp_path / "out"), batch_size=4)
-    marker = score_block(fs, block, model, tok, goal, cfg, cfg.output)
+    marker = score_block(fs, block, model, tok, goal, cfg, cfg.output, packing=packing)
     paths = output_paths(cfg.output, block)
     t = pq.read_table(paths[SCORED])
     assert t.column_names == ["id", "prompt", "completion", "group", "answer", "label", "meta", *ADDED_ORDER]
@@ -173,9 +176,9 @@ def test_pair_layout_scores_chosen_and_rejected_as_two_rows(tmp_path, model_dir)
     pq.write_table(table, tmp_path / "pairs.parquet")
     fs, files = input_files(str(tmp_path / "pairs.parquet"))
     (block,) = plan_blocks(fs, files, 10)
-    model, tok, goal = load_scorer(model_dir)
+    model, tok, goal, packing = load_scorer(model_dir)
     cfg = ScoreConfig(model=model_dir, input=str(tmp_path), output=str(tmp_path / "out"))
-    score_block(fs, block, model, tok, goal, cfg, cfg.output)
+    score_block(fs, block, model, tok, goal, cfg, cfg.output, packing=packing)
     t = pq.read_table(output_paths(cfg.output, block)[SCORED])
     assert list(zip(t["id"].to_pylist(), t["role"].to_pylist())) == [(0, "chosen"), (0, "rejected"), (1, "chosen"), (1, "rejected"), (1, "rejected")]
     assert t.schema.field("correct").type == table.schema.field("correct").type  # input columns as read
@@ -190,10 +193,10 @@ def test_first_wrong_token_of_rejected_rows_and_localization_summary(tmp_path, m
     assert main(["data", "synthetic", "--output", str(tmp_path / "pairs.jsonl"), "--n", "24"]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "pairs.jsonl")]
     fs, files = input_files(str(tmp_path / "pairs.jsonl"))
-    model, tok, goal = load_scorer(model_dir)
+    model, tok, goal, packing = load_scorer(model_dir)
     cfg = ScoreConfig(model=model_dir, input=str(tmp_path / "pairs.jsonl"), output=str(tmp_path / "out"))
     for block in plan_blocks(fs, files, 10):
-        score_block(fs, block, model, tok, goal, cfg, cfg.output)
+        score_block(fs, block, model, tok, goal, cfg, cfg.output, packing=packing)
     t = pd.read_parquet(tmp_path / "out" / SCORED)
     chosen, rejected = t[t.role == "chosen"], t[t.role == "rejected"]
     assert chosen.first_error.isna().all() and rejected.first_error.notna().all() and len(rejected) == 24
@@ -295,10 +298,10 @@ def test_interrupted_job_rerun_gives_every_row_once(tmp_path, model_dir, ray_ses
     fs, files = input_files(str(data))
     blocks = plan_blocks(fs, files, 10)
     cfg = ScoreConfig(model=model_dir, input=str(data), output=str(out), block_rows=10)
-    model, tok, goal = load_scorer(model_dir)
+    model, tok, goal, packing = load_scorer(model_dir)
     # what a killed job leaves: a block done, a block written but not marked done, a half-written temp file
     for b in blocks[:2]:
-        score_block(fs, b, model, tok, goal, cfg, str(out))
+        score_block(fs, b, model, tok, goal, cfg, str(out), packing=packing)
     os.remove(output_paths(str(out), blocks[1])[DONE])
     stale = out / SCORED / f".{blocks[2].name}.parquet.tmp-deadbeef"
     stale.write_bytes(b"PAR1 partial")

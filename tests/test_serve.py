@@ -93,8 +93,8 @@ def _goalrm_score(tiny_export, tmp_path, threshold):
     fs, files = input_files(str(data))
     (block,) = plan_blocks(fs, files, 100)
     cfg = ScoreConfig(model=tiny_export, input=str(data), output=str(tmp_path / "out"), threshold=threshold, batch_size=2)
-    model, tok, goal = load_scorer(tiny_export)
-    score_block(fs, block, model, tok, goal, cfg, cfg.output)
+    model, tok, goal, packing = load_scorer(tiny_export)
+    score_block(fs, block, model, tok, goal, cfg, cfg.output, packing=packing)
     return pq.read_table(output_paths(cfg.output, block)[SCORED]).sort_by("id").to_pylist()
 
 
@@ -201,10 +201,10 @@ def test_concurrent_load_answers_match_requests_and_bad_ones_fail_alone(server, 
         bad = k % 8 == 3
         body = {"prompts": [p for p, _ in items], "completions": ["" if bad and j == 0 else c for j, (_, c) in enumerate(items)]}
         requests_.append(("q_values" if k % 2 else "reward", body, bad))
-    model, tok, goal = load_scorer(tiny_export)
+    model, tok, goal, _ = load_scorer(tiny_export)
     seqs = {(p, c): tokenize_completion(p, c, tok, 200)[:2] for _, body, _ in requests_ for p, c in zip(body["prompts"], body["completions"]) if c}
     keys = list(seqs)
-    ref_r, ref_q = score_sequences(model, goal, [seqs[k] for k in keys], tok.pad_token_id, 16)
+    ref_r, ref_q = score_sequences(model, goal, [seqs[k] for k in keys], tok.pad_token_id, 4096)
     ref = {k: (r, q) for k, r, q in zip(keys, ref_r, ref_q)}
     before = requests.get(f"{server['url']}/info", headers=AUTH, timeout=10).json()["replica_counts"]
 

@@ -12,7 +12,7 @@ from transformers import LlamaForSequenceClassification
 
 from goalrm.config import ConfigError
 from goalrm.score.scorer import load_scorer, score_sequences
-from goalrm.serve.batching import Chunk, chunk_tokens, chunks, micro_batches
+from goalrm.serve.batching import Chunk, chunk_tokens, chunks
 from goalrm.serve.config import ServeConfig, load_serve_config
 from goalrm.serve.model import check_model_dir
 from goalrm.serve.schema import GET_REWARD, Q_VALUES, REWARD, RequestError, pair_items, parse_body, query_items
@@ -102,17 +102,6 @@ def test_chunks_keep_order_and_fit_the_budget():
     assert chunk_tokens(out) == 28 and chunk_tokens([Chunk([], 0)]) == 0
 
 
-def test_micro_batches_sorted_and_padded_slots_within_budget():
-    lengths = [30, 4, 18, 5, 29, 3, 17, 100]
-    groups = micro_batches(lengths, 64)
-    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
-    flat = [lengths[i] for g in groups for i in g]
-    assert flat == sorted(lengths)
-    for g in groups:
-        assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 64
-    assert groups == [[5, 1, 3], [6, 2], [4, 0], [7]]
-
-
 # ---------------------------------------------------------------- tokens
 
 
@@ -186,8 +175,8 @@ def test_service_matches_score_sequences_and_reports_truncation(tiny_export, one
     parts = [svc.score(c.seqs) for c in svc.chunks(prep)]
     assert len(parts) == 2  # 27 + 18 tokens fit 64; the third item's 38 start a second chunk
     ans = svc.answer(prep, [r for p in parts for r in p[0]], [q for p in parts for q in p[1]])
-    model, tok, goal = load_scorer(tiny_export)
-    rewards, qs = score_sequences(model, goal, prep.seqs, tok.pad_token_id, 1)
+    model, tok, goal, _ = load_scorer(tiny_export)
+    rewards, qs = score_sequences(model, goal, prep.seqs, tok.pad_token_id, 1)  # one sequence a forward
     for res, r, q in zip(ans["results"], rewards, qs):
         assert res["reward"] == pytest.approx(float(r), abs=1e-5)
         np.testing.assert_allclose(res["q_values"], q, atol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from goalrm.data import TokenizedPair
-from goalrm.data.token_budget import by_length, slots, split
+from goalrm.data.token_budget import by_length, sequence_batches, slots, split
 
 
 def _pairs(n, seed=0):
@@ -50,6 +50,18 @@ def test_more_parts_halve_the_biggest_and_keep_the_budget():
     assert [p for m in more for p in m] == pairs and all(slots(m, True) <= 800 for m in more)
     with pytest.raises(ValueError, match="cannot cut 20 pairs into 21"):
         split(pairs, 800, packed=True, parts=21)
+
+
+def test_sequence_batches_sorted_and_within_the_budget():
+    lengths = [30, 4, 18, 5, 29, 3, 17, 100]
+    groups = sequence_batches(lengths, 64, packed=False)
+    assert [lengths[i] for g in groups for i in g] == sorted(lengths)  # every sequence once, in length order
+    for g in groups:
+        assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 64  # padded slots
+    assert groups == [[5, 1, 3], [6, 2], [4, 0], [7]]  # 100 goes alone
+    packed = sequence_batches(lengths, 64, packed=True)
+    assert packed == [[5, 1, 3, 6, 2], [4, 0], [7]] and all(len(g) == 1 or sum(lengths[i] for i in g) <= 64 for g in packed)
+    assert sequence_batches(lengths, 1000, packed=True, max_seqs=3) == [[5, 1, 3], [6, 2, 4], [0, 7]]
 
 
 def test_a_pair_over_the_budget_is_named():

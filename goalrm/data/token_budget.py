@@ -45,3 +45,20 @@ def split(pairs: list[TokenizedPair], budget: int, packed: bool, parts: int | No
             half = (len(out[i]) + 1) // 2
             out[i : i + 1] = [out[i][:half], out[i][half:]]
     return out
+
+
+def sequence_batches(lengths: list[int], budget: int, packed: bool, max_seqs: int | None = None) -> list[list[int]]:
+    """Indices of single sequences (scoring, serving) in length order, cut so that one forward over each
+    batch pays at most BUDGET slots (packed: their tokens; padded: rows times the longest) and holds at
+    most MAX_SEQS; a sequence over the budget goes alone. Similar lengths share a forward and pad little."""
+    out, current, tokens = [], [], 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        cost = tokens + lengths[i] if packed else (len(current) + 1) * lengths[i]
+        if current and (cost > budget or (max_seqs is not None and len(current) == max_seqs)):
+            out.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += lengths[i]
+    if current:
+        out.append(current)
+    return out

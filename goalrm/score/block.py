@@ -1,25 +1,47 @@
-"""Score one block: read, validate, tokenize, score, then write rejects, output and done marker,
-each atomically, the done marker last. No Ray."""
+"""Score one block in three stages, each a plain function, so that a pipeline can run them side by side
+on different blocks (goalrm/score/run.py): prepare (read, validate, tokenize), forward (rewards and
+Q-values), write (rejects, output and done marker, each atomically, the done marker last). No Ray."""
 
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from goalrm.atomic import write_json, write_jsonl, write_parquet
 from goalrm.data.errors import BadRowError
 from goalrm.data.formats import completions_from_row
 from goalrm.data.tokenize import TruncationStats, tokenize_completion
 from goalrm.score.filtering import filter_row, tokens_saved
-from goalrm.atomic import write_json, write_jsonl, write_parquet
 from goalrm.score.io import DONE, REJECTS, SCORED, Block, output_paths, read_block
 from goalrm.score.scorer import score_sequences
 
 ADDED = ("role", "reward", "q_values", "min_q", "first_below", "keep", "first_error")
 ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+STAGES = ("prepare", "forward", "write")  # a done marker's `stage_seconds` keys
 
 
-def score_block(fs, block: Block, model, tokenizer, goal, cfg, out_dir: str, device="cpu", node: str | None = None) -> dict:
+@dataclass
+class PreparedBlock:
+    """A block read and tokenized: the sequences to score and what the output and rejects need of the input."""
+
+    block: Block
+    base: pa.Table  # the good rows' input columns, one row per scored record
+    rows: list[int]  # per sequence: its row in `base`
+    roles: list[str | None]
+    seqs: list[tuple[np.ndarray, int]]  # (token ids int32, completion start)
+    first_errors: list[int | None]  # offset of a rejected completion's first wrong token into its Q-values
+    rejects: list[dict]
+    input_rows: int
+    truncated: int
+    seconds: dict = field(default_factory=dict)  # per stage, filled as the block goes through them
+    rewards: np.ndarray | None = None  # the forward's
+    qs: list | None = None
+    node: str | None = None  # the Ray node that ran the forward
+
+
+def prepare_block(fs, block: Block, tokenizer, cfg) -> PreparedBlock:
     t0 = time.perf_counter()
     table, records = read_block(fs, block)
     items, rejects, trunc = [], {}, TruncationStats()  # items: (record index, TokenizedCompletion, role)
@@ -36,32 +58,61 @@ def score_block(fs, block: Block, model, tokenizer, goal, cfg, out_dir: str, dev
             rejects[k] = err  # `items` gained nothing from this row: the list is built before +=
     base, position = _base_table(table, records, sorted({k for k, _, _ in items}), rejects, block.path)
     items = [it for it in items if it[0] in position]
-    seqs = [(t.ids, t.start) for _, t, _ in items]
-    rewards, qs = score_sequences(model, goal, seqs, tokenizer.pad_token_id, cfg.batch_size, device)
-    filters = [filter_row(q, cfg.threshold) for q in qs]
-    errors = [None if t.first_error is None else t.first_error - t.start for _, t, _ in items]
-    out = _with_scores(base.take([position[k] for k, _, _ in items]), [r for _, _, r in items], rewards, qs, filters, errors)
-    paths = output_paths(out_dir, block)
-    if rejects:
-        write_jsonl(paths[REJECTS], [_reject(err, records[k][1]) for k, err in sorted(rejects.items())])
+    return PreparedBlock(
+        block=block,
+        base=base,
+        rows=[position[k] for k, _, _ in items],
+        roles=[r for _, _, r in items],
+        seqs=[(np.asarray(t.ids, dtype=np.int32), t.start) for _, t, _ in items],
+        first_errors=[None if t.first_error is None else t.first_error - t.start for _, t, _ in items],
+        rejects=[_reject(err, records[k][1]) for k, err in sorted(rejects.items())],
+        input_rows=len(records),
+        truncated=trunc.prompt_truncated + trunc.completion_truncated,
+        seconds={"prepare": time.perf_counter() - t0},
+    )
+
+
+def forward_block(p: PreparedBlock, model, goal, pad_id: int, cfg, device="cpu", packing: str | None = None, node=None) -> PreparedBlock:
+    t0 = time.perf_counter()
+    p.rewards, p.qs = score_sequences(model, goal, p.seqs, pad_id, cfg.max_tokens, device, packing, cfg.batch_size)
+    p.node, p.seconds = node, {**p.seconds, "forward": time.perf_counter() - t0}
+    return p
+
+
+def write_block(p: PreparedBlock, cfg, out_dir: str) -> dict:
+    """The block's files, the done marker last; returns the marker."""
+    t0 = time.perf_counter()
+    filters = [filter_row(q, cfg.threshold) for q in p.qs]
+    out = _with_scores(p.base.take(p.rows), p.roles, p.rewards, p.qs, filters, p.first_errors)
+    paths = output_paths(out_dir, p.block)
+    if p.rejects:
+        write_jsonl(paths[REJECTS], p.rejects)
     if out.num_rows:
         write_parquet(paths[SCORED], out)
+    seconds = {**p.seconds, "write": time.perf_counter() - t0}
     marker = {
-        "block": block.as_dict(),
-        "input_rows": len(records),
+        "block": p.block.as_dict(),
+        "input_rows": p.input_rows,
         "rows": out.num_rows,
         "kept": sum(f.keep for f in filters),
-        "completion_tokens": sum(len(q) for q in qs),
-        "tokens_saved": sum(tokens_saved(len(q), f.first_below) for q, f in zip(qs, filters)),
-        "model_tokens": sum(len(ids) for ids, _ in seqs),
-        "truncated": trunc.prompt_truncated + trunc.completion_truncated,
-        "bad_rows": len(rejects),
-        "bad_rows_by_reason": dict(Counter(err.reason for err in rejects.values())),
-        "seconds": time.perf_counter() - t0,
-        "node": node,  # the Ray node id of the scorer that ran it; None outside Ray
+        "completion_tokens": sum(len(q) for q in p.qs),
+        "tokens_saved": sum(tokens_saved(len(q), f.first_below) for q, f in zip(p.qs, filters)),
+        "model_tokens": sum(len(ids) for ids, _ in p.seqs),
+        "truncated": p.truncated,
+        "bad_rows": len(p.rejects),
+        "bad_rows_by_reason": dict(Counter(r["reason"] for r in p.rejects)),
+        "seconds": sum(seconds.values()),
+        "stage_seconds": seconds,
+        "node": p.node,  # the Ray node id of the scorer that ran the forward; None outside Ray
     }
     write_json(paths[DONE], marker)
     return marker
+
+
+def score_block(fs, block: Block, model, tokenizer, goal, cfg, out_dir: str, device="cpu", node: str | None = None, packing: str | None = None) -> dict:
+    """The three stages one after another, in this process."""
+    prepared = prepare_block(fs, block, tokenizer, cfg)
+    return write_block(forward_block(prepared, model, goal, tokenizer.pad_token_id, cfg, device, packing, node), cfg, out_dir)
 
 
 def _reject(err: BadRowError, row) -> dict:

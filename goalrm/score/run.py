@@ -1,8 +1,11 @@
-"""`goalrm score` on Ray Data: the input's blocks go through an actor pool of scorers, one model
-load per actor, each writing its blocks' files itself; then the summary."""
+"""`goalrm score` on Ray Data: a pipeline over the input's blocks, each stage on other blocks at once
+(goalrm/score/block.py): CPU tasks read and tokenize ahead of the model, an actor pool of scorers runs
+the forwards (one model load per actor), CPU tasks write behind them; then the summary."""
 
+import functools
 import json
 import os
+import pickle
 import time
 
 import torch
@@ -12,8 +15,8 @@ from transformers import AutoConfig
 from goalrm.config import ConfigError, ScoreConfig
 from goalrm.console import counting, quiet_libraries, verbose
 from goalrm.export import GOAL_FILE, load_goal, read_meta
-from goalrm.score.block import score_block
 from goalrm.atomic import write_json
+from goalrm.score.block import forward_block, prepare_block, write_block
 from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp
 from goalrm.score.scorer import load_scorer
 from goalrm.score.summary import format_summary, localization_from_output, majority_from_output, read_markers, summarize
@@ -21,6 +24,7 @@ from goalrm.train.storage import filesystem_type, is_shared, spans_hosts
 
 JOB_FILE = "job.json"
 SUMMARY_FILE = "summary.json"
+STAGE_CPUS = 0.25  # a read/tokenize or write task: beside the scorers, in the half CPU `scorer_cpus` leaves
 
 
 def score(cfg: ScoreConfig, address: str | None = None, print_summary: bool = True) -> dict:
@@ -51,27 +55,45 @@ def score(cfg: ScoreConfig, address: str | None = None, print_summary: bool = Tr
     return summary
 
 
-class BlockScorer:
-    """One Ray Data actor: loads the model once, then scores whole blocks."""
+@functools.lru_cache(maxsize=2)
+def _tokenizer(model_dir: str):
+    from transformers import AutoTokenizer
 
-    def __init__(self, cfg: ScoreConfig, out_dir: str, threads: int):
+    quiet_libraries()
+    return AutoTokenizer.from_pretrained(model_dir)  # the export's own, as the scorer loads it
+
+
+def _prepare(row: dict, cfg: ScoreConfig) -> dict:
+    """A read/tokenize task: a block's rows to its sequences (a Ray Data worker process keeps the tokenizer)."""
+    block = Block(row["path"], *(int(row[k]) for k in ("file_index", "start", "stop", "offset")))
+    fs, _ = filesystem(cfg.input)
+    return {"block": pickle.dumps(prepare_block(fs, block, _tokenizer(cfg.model), cfg))}
+
+
+class BlockScorer:
+    """One Ray Data actor: loads the model once, then runs the forwards of whole prepared blocks."""
+
+    def __init__(self, cfg: ScoreConfig, threads: int):
         import ray
 
         quiet_libraries()
         torch.set_num_threads(threads)
         self.node = ray.get_runtime_context().get_node_id()
-        self.cfg, self.out_dir = cfg, out_dir
+        self.cfg = cfg
         self.device = "cuda" if cfg.gpus_per_scorer else "cpu"
-        self.model, self.tokenizer, self.goal = load_scorer(cfg.model, cfg.goal, self.device, cfg.dtype)
-        self.fs, _ = filesystem(cfg.input)
+        self.model, self.tokenizer, self.goal, self.packing = load_scorer(cfg.model, cfg.goal, self.device, cfg.dtype, cfg.attn_implementation)
 
     def __call__(self, batch: dict) -> dict:
-        markers = []
-        for i in range(len(batch["path"])):
-            block = Block(str(batch["path"][i]), *(int(batch[k][i]) for k in ("file_index", "start", "stop", "offset")))
-            m = score_block(self.fs, block, self.model, self.tokenizer, self.goal, self.cfg, self.out_dir, self.device, self.node)
-            markers.append(json.dumps(m))
-        return {"marker": markers}
+        out = []
+        for payload in batch["block"]:
+            p = forward_block(pickle.loads(payload), self.model, self.goal, self.tokenizer.pad_token_id, self.cfg, self.device, self.packing, self.node)
+            out.append(pickle.dumps(p))
+        return {"block": out}
+
+
+def _write(row: dict, cfg: ScoreConfig, out_dir: str) -> dict:
+    """A write task: a scored block's files, the done marker last."""
+    return {"marker": json.dumps(write_block(pickle.loads(row["block"]), cfg, out_dir))}
 
 
 def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dict]:
@@ -79,14 +101,17 @@ def _score_blocks(todo: list[Block], cfg: ScoreConfig, out_dir: str) -> list[dic
     from ray.data import ActorPoolStrategy
 
     threads, cpus = scorer_cpus(cfg, [n["Resources"] for n in ray.nodes() if n["Alive"]])
-    ds = ray.data.from_items([b.as_dict() for b in todo], override_num_blocks=len(todo)).map_batches(
+    ds = ray.data.from_items([b.as_dict() for b in todo], override_num_blocks=len(todo))
+    ds = ds.map(_prepare, fn_kwargs={"cfg": cfg}, num_cpus=STAGE_CPUS)
+    ds = ds.map_batches(
         BlockScorer,
-        fn_constructor_kwargs={"cfg": cfg, "out_dir": out_dir, "threads": threads},
+        fn_constructor_kwargs={"cfg": cfg, "threads": threads},
         batch_size=1,
         compute=ActorPoolStrategy(size=min(cfg.num_scorers, len(todo))),
         num_cpus=cpus,
         num_gpus=cfg.gpus_per_scorer or None,
     )
+    ds = ds.map(_write, fn_kwargs={"cfg": cfg, "out_dir": out_dir}, num_cpus=STAGE_CPUS)
     ds.context.enable_progress_bars = verbose()  # ours counts blocks and rows
     markers = []
     with counting(len(todo), "block") as bar:

@@ -7,6 +7,7 @@ import pyarrow.dataset as pads
 
 from goalrm.config import ConfigError
 from goalrm.localization import DETECT_WITHIN, DetectionTally, false_alarm_threshold
+from goalrm.score.block import STAGES
 from goalrm.score.io import DONE, SCORED, Block, output_paths
 from goalrm.score.majority import majority_report
 
@@ -37,6 +38,8 @@ def summarize(markers: list[dict], blocks_total: int, run_markers: list[dict], r
     s["seconds"] = run_seconds
     s["tokens_per_s"] = run_tokens / run_seconds if run_seconds > 0 and run_tokens else 0.0
     s["rows_per_s"] = sum(m["rows"] for m in run_markers) / run_seconds if run_seconds > 0 else 0.0
+    # each stage's time summed over this run's blocks: they overlap, and the largest bounds the throughput
+    s["stage_seconds"] = {k: sum(m.get("stage_seconds", {}).get(k, 0.0) for m in run_markers) for k in STAGES}
     return s
 
 
@@ -86,6 +89,11 @@ def format_summary(s: dict) -> str:
         ("blocks", f"{s['blocks_done']}/{s['blocks']} done, {s['blocks_this_run']} this run"),
         ("throughput", f"{s['tokens_per_s']:.0f} tokens/s, {s['rows_per_s']:.1f} rows/s over {s['seconds']:.1f} s"),
     ]
+    stages = s.get("stage_seconds")
+    if stages and any(stages.values()):
+        slowest = max(stages, key=stages.get)
+        rows.append(("stage time", f"read+tokenize {stages['prepare']:.1f} s, forward {stages['forward']:.1f} s, "
+                                   f"write {stages['write']:.1f} s, summed over blocks ({slowest} is the bottleneck)"))
     m = s.get("majority")
     if m:
         line = f"{m['groups']} groups, {m['groups_all_filtered']} fully filtered (all rows used), {m['majority_changed']} changed"

@@ -1,5 +1,6 @@
-"""Token budgets for dynamic batching, no Ray: a request cut into chunks that fit a batch, the
-batch's size in tokens (Ray Serve's `batch_size_fn`), and length-sorted micro-batches."""
+"""Token budgets for dynamic batching, no Ray: a request cut into chunks that fit a batch, and the
+batch's size in tokens (Ray Serve's `batch_size_fn`). Its length-sorted micro-batches are
+goalrm/data/token_budget.py's `sequence_batches`."""
 
 from dataclasses import dataclass
 
@@ -30,18 +31,4 @@ def chunks(seqs: list, budget: int, q_values: bool = False) -> list[Chunk]:
         tokens += n
     if current:
         out.append(Chunk(current, tokens, q_values))
-    return out
-
-
-def micro_batches(lengths: list[int], budget: int) -> list[list[int]]:
-    """Indices sorted by length, cut so that a micro-batch padded to its longest row has at most
-    BUDGET token slots: similar lengths share a forward pass and pad little."""
-    out, current = [], []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if current and (len(current) + 1) * lengths[i] > budget:
-            out.append(current)
-            current = []
-        current.append(i)
-    if current:
-        out.append(current)
     return out

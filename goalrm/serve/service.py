@@ -10,7 +10,7 @@ import torch
 from goalrm.config import ConfigError
 from goalrm.score.scorer import score_sequences
 from goalrm.serve import schema
-from goalrm.serve.batching import Chunk, chunks, micro_batches
+from goalrm.serve.batching import Chunk, chunks
 from goalrm.serve.config import ServeConfig
 from goalrm.serve.model import load_served_model
 from goalrm.serve.schema import GET_REWARD, Q_VALUES, REWARD, RequestError
@@ -71,14 +71,10 @@ class RewardService:
     def score(self, seqs: list, q_values: bool = True):
         """Rewards, and Q-values when asked for and a goal state is there (else None each), of a
         whole batch, in length-sorted micro-batches of at most micro_batch_tokens padded slots."""
-        rewards, qs = [None] * len(seqs), [None] * len(seqs)
         m = self.served
         goal = m.goal if q_values else None
-        for group in micro_batches([len(ids) for ids, _ in seqs], self.cfg.micro_batch_tokens):
-            r, q = score_sequences(m.model, goal, [seqs[i] for i in group], self.tokenizer.pad_token_id, len(group), self.cfg.device)
-            for k, i in enumerate(group):
-                rewards[i], qs[i] = r[k], q[k]
-        return rewards, qs
+        rewards, qs = score_sequences(m.model, goal, seqs, self.tokenizer.pad_token_id, self.cfg.micro_batch_tokens, self.cfg.device)
+        return list(rewards), qs
 
     def answer(self, prepared: Prepared, rewards, qs) -> dict:
         rewards = np.asarray(rewards, dtype=np.float32)
