@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import socket
+import statistics
 import tempfile
 import time
 import warnings
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from goalrm import attention
 from goalrm.backbones import SMOLLM2
 from goalrm.config import TrainConfig
 from goalrm.data.formats import read_pairs, synthetic_preference_pairs
@@ -46,13 +48,16 @@ from shapes import SHAPES  # bench/, on the path when a bench script runs
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-dev.jsonl.gz"
 LR, SEED = 1e-5, 0
-# goalrm variants: (contrastive weight λ, length grouping, packing)
+# goalrm variants: (contrastive weight λ, length grouping, packing layout)
 GOALRM = {
-    "goalrm λ=0": (0.0, True, False),
-    "goalrm λ=0.5": (0.5, True, False),
-    "goalrm λ=0.5 ungrouped": (0.5, False, False),
-    "goalrm λ=0.5 packed": (0.5, False, True),  # random batches, padding-free (data.packing)
+    "goalrm λ=0": (0.0, True, None),
+    "goalrm λ=0.5": (0.5, True, None),
+    "goalrm λ=0.5 ungrouped": (0.5, False, None),
+    # data.packing with model.attn_implementation auto on the CPU: one flat row, goalrm's sdpa_varlen
+    "goalrm λ=0.5 packed": (0.5, False, "flat"),
+    "goalrm λ=0.5 packed grouped": (0.5, True, "flat"),
 }
+PARTS = ("collate", "forward", "backward", "optimizer")  # a goalrm step's time, split
 # TRL variants: RewardConfig overrides on top of fp32 and the shared batch, steps and learning rate
 TRL = {
     "plain": dict(gradient_checkpointing=False),
@@ -67,14 +72,21 @@ class Tally:
     pairs: int = 0
     tokens: int = 0
     slots: int = 0
+    parts: dict = field(default_factory=dict)  # goalrm's: seconds per part of the step (PARTS)
 
-    def add(self, seconds, pairs, tokens, slots):
+    def add(self, seconds, pairs, tokens, slots, parts=None):
         self.seconds.append(seconds)
         self.pairs, self.tokens, self.slots = self.pairs + pairs, self.tokens + tokens, self.slots + slots
+        for k, v in (parts or {}).items():
+            self.parts[k] = self.parts.get(k, 0.0) + v
 
     def rates(self):
         total = sum(self.seconds)
         return self.pairs / total, self.tokens / total
+
+    def shares(self) -> str:
+        total = sum(self.parts.values())
+        return ", ".join(f"{k} {self.parts[k] / total:.0%}" for k in PARTS if k in self.parts) if total else ""
 
 
 def load_tokenizer_or_tiny():
@@ -112,42 +124,53 @@ def init_process_group(backend: str = "gloo"):
 
 
 def goalrm_engine(config, batch, total_steps, zero_stage):
+    """goalrm's engine as goalrm/train/loop.py builds it: the optimizer from goalrm's DeepSpeed config
+    (torch's fused AdamW), the warmup-cosine schedule; attention goalrm's sdpa_varlen, which runs
+    transformers' SDPA on padded batches and per sequence on a flat packed row."""
     import deepspeed
-
-    torch.manual_seed(SEED)
     from transformers import AutoModelForSequenceClassification
 
-    model = RewardModel(AutoModelForSequenceClassification.from_config(config))
+    torch.manual_seed(SEED)
+    attention.register()
+    model = RewardModel(AutoModelForSequenceClassification.from_config(config, attn_implementation=attention.GOALRM_VARLEN))
     train = TrainConfig(num_workers=1, micro_batch_size=batch, lr=LR, max_steps=total_steps, zero_stage=zero_stage)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=train.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, 0, total_steps))
     # DeepSpeed asks for LOCAL_RANK (Ray Train sets it); only for this call, so that TRL's accelerate stays single-process
     os.environ["LOCAL_RANK"] = "0"
     try:
         engine, *_ = deepspeed.initialize(
-            model=model, optimizer=opt, lr_scheduler=sched, config=deepspeed_config(train, 1), dist_init_required=None
+            model=model, model_parameters=list(model.parameters()), config=deepspeed_config(train, 1), dist_init_required=None,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, 0, total_steps)),
         )
     finally:
         del os.environ["LOCAL_RANK"]
     return engine
 
 
-def goalrm_step(engine, pairs, lengths, step, batch, loss_cfg, gen, pad_id, packing):
+def goalrm_step(engine, pairs, lengths, step, batch, loss_cfg, gen, pad_id, packing, parts=None):
     """The body of goalrm/train/loop.py for one micro-step on one worker, from collation on."""
+    t0 = time.perf_counter()
     idx = micro_batch_indices(step, 0, 0, 1, len(pairs), batch, 1, SEED, lengths)
     mb = collate_for_model([pairs[i] for i in idx], pad_id, packing).to(engine.device)
-    engine_step(engine, mb, loss_cfg, gen)
+    if parts is not None:
+        parts["collate"] = time.perf_counter() - t0
+    engine_step(engine, mb, loss_cfg, gen, parts)
     return mb.pairs, mb.tokens, mb.slots
 
 
-def engine_step(engine, mb, loss_cfg, gen):
+def engine_step(engine, mb, loss_cfg, gen, parts: dict | None = None):
     """The loop's step on a ModelBatch already on the engine's device: one forward for chosen and
-    rejected, `reward_model_loss`, backward, optimizer step."""
+    rejected, `reward_model_loss`, backward, optimizer step; with PARTS (a dict), each one's seconds
+    (host clock: on a GPU the kernels run on after it)."""
+    t0 = time.perf_counter()
     b = mb.padded
     out = engine(b["input_ids"], b["attention_mask"], with_reps=True, packed=mb.packed)
     loss, _ = reward_model_loss(out.rewards, out.reps, b["completion_start"], b["completion_end"], loss_cfg, gen, b["rejected_divergence"])
+    t1 = time.perf_counter()
     engine.backward(loss)
+    t2 = time.perf_counter()
     engine.step()
+    if parts is not None:
+        parts.update(forward=t1 - t0, backward=t2 - t1, optimizer=time.perf_counter() - t2)
 
 
 def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
@@ -185,15 +208,15 @@ def run_pair(config, tok, pool, args, trl_name, goalrm_names, engine):
                 tallies[f"TRL {trl_name}"].add(now - self.resume, args.batch, tokens - self.seen_tokens, 0)
             self.seen_tokens = tokens
             for name in goalrm_names:
-                t0 = time.perf_counter()
+                t0, parts = time.perf_counter(), {}
                 counts = goalrm_step(
                     engine, pool, lengths if GOALRM[name][1] else None, step, args.batch, loss_cfgs[name], gens[name],
-                    tok.pad_token_id, GOALRM[name][2],
+                    tok.pad_token_id, GOALRM[name][2], parts,
                 )
                 seconds = time.perf_counter() - t0
                 line.append(f"{name} {seconds:.2f}s")
                 if timed:
-                    tallies[name].add(seconds, *counts)
+                    tallies[name].add(seconds, *counts, parts)
             print("  " + ", ".join(line), flush=True)
             self.resume = time.perf_counter()
 
@@ -225,6 +248,7 @@ def main():
     p.add_argument("--batch", type=int, nargs="+", default=[8, 2], help="pairs per step, one per model (or one for all)")
     p.add_argument("--steps", type=int, nargs="+", default=[8, 2], help="steps per epoch, one per model (or one for all)")
     p.add_argument("--epochs", type=int, default=2, help="epochs over the pool; the first is warm-up")
+    p.add_argument("--rounds", type=int, default=3, help="TRL runs per baseline, each with the goalrm variants interleaved; ratios are their median")
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--trl", nargs="+", default=["plain", "grouped"], choices=list(TRL))
     p.add_argument("--goalrm", nargs="+", default=list(GOALRM), choices=list(GOALRM))
@@ -254,28 +278,34 @@ def main():
         pool = [pairs[i] for i in epoch_permutation(len(pairs), 0, SEED)[: batch * steps].tolist()]
         config = model_config(tok, name)
         for trl_name in args.trl:
-            a = argparse.Namespace(**{**vars(args), "batch": batch})
-            engine = goalrm_engine(config, batch, (len(args.goalrm) + 1) * args.epochs * steps, args.zero_stage)
-            n_params = sum(q.numel() for q in engine.module.parameters()) / 1e6
-            tallies = run_pair(config, tok, pool, a, trl_name, args.goalrm, engine)
-            del engine
-            base = tallies[f"TRL {trl_name}"].rates()
-            for variant, t in tallies.items():
-                pairs_s, tok_s = t.rates()
-                rows.append((
-                    f"{name} ({n_params:.1f}M)", batch, f"TRL {trl_name}", variant, pairs_s, tok_s,
-                    1 - t.tokens / t.slots, pairs_s / base[0], tok_s / base[1], len(t.seconds),
-                ))
-                print(
-                    f"{name:>13} b={batch:<3} {variant:<24} {pairs_s:8.2f} pairs/s {tok_s:9.0f} tok/s  "
-                    f"padding {1 - t.tokens / t.slots:5.1%}  x{pairs_s / base[0]:.2f} pairs/s, "
-                    f"x{tok_s / base[1]:.2f} tok/s vs TRL {trl_name}  ({len(t.seconds)} timed steps)",
-                    flush=True,
-                )
-    print("\n| model | pairs/step | baseline | variant | pairs/s | tokens/s | padding | × pairs/s | × tokens/s | timed steps |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+            rounds = []  # per round: {variant: Tally}
+            for r in range(args.rounds):
+                # the goalrm variants in the other order each round, so that none always runs right after TRL
+                goalrm_names = args.goalrm if r % 2 == 0 else args.goalrm[::-1]
+                a = argparse.Namespace(**{**vars(args), "batch": batch})
+                engine = goalrm_engine(config, batch, (len(args.goalrm) + 1) * args.epochs * steps, args.zero_stage)
+                n_params = sum(q.numel() for q in engine.module.parameters()) / 1e6
+                rounds.append(run_pair(config, tok, pool, a, trl_name, goalrm_names, engine))
+                del engine
+                base = rounds[-1][f"TRL {trl_name}"].rates()[0]
+                print(f"{name} vs TRL {trl_name}, round {r + 1}: " + ", ".join(
+                    f"{v} x{t.rates()[0] / base:.2f}" for v, t in rounds[-1].items() if v.startswith("goalrm")), flush=True)
+            for variant in [f"TRL {trl_name}", *args.goalrm]:
+                ratios = [rd[variant].rates()[0] / rd[f"TRL {trl_name}"].rates()[0] for rd in rounds]
+                merged = Tally()
+                for rd in rounds:
+                    t = rd[variant]
+                    merged.add(sum(t.seconds), t.pairs, t.tokens, t.slots, t.parts)
+                pairs_s, tok_s = merged.rates()
+                row = (f"{name} ({n_params:.1f}M)", batch, f"TRL {trl_name}", variant, pairs_s, tok_s, 1 - merged.tokens / merged.slots,
+                       statistics.median(ratios), min(ratios), max(ratios), args.rounds * steps * (args.epochs - 1), merged.shares())
+                rows.append(row)
+                print(f"{name:>13} b={batch:<3} {variant:<28} {pairs_s:8.2f} pairs/s  padding {row[6]:5.1%}  x{row[7]:.2f} pairs/s "
+                      f"vs TRL {trl_name} (median of {args.rounds} rounds, {row[8]:.2f}-{row[9]:.2f})  {row[11]}", flush=True)
+    print("\n| model | pairs/step | baseline | variant | pairs/s | tokens/s | padding | × pairs/s, median | rounds' range | timed steps | goalrm step time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.2f} | {r[5]:.0f} | {r[6]:.1%} | {r[7]:.2f} | {r[8]:.2f} | {r[9]} |")
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.2f} | {r[5]:.0f} | {r[6]:.1%} | {r[7]:.2f} | {r[8]:.2f}-{r[9]:.2f} | {r[10]} | {r[11]} |")
 
 
 if __name__ == "__main__":
