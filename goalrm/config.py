@@ -1,6 +1,7 @@
 """One typed config: dataclasses loaded from YAML and validated up front."""
 
 import dataclasses
+import json
 import os
 import types
 import typing
@@ -307,23 +308,38 @@ def config_from_dict(data: dict, source: str = "config") -> Config:
         raise ConfigError(f"{source}: {e}") from None
 
 
+def read_mapping(path: str, what: str, text: str | None = None, fmt: str = "yaml") -> dict:
+    """The top-level mapping of the YAML or JSON (FMT) file PATH, or of TEXT read from it, for WHAT (a
+    config, a sweep file, train.deepspeed_config): a ConfigError names the file, line and cause."""
+    if text is None:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{what} {path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    else:
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{what} {path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: the top level must be a mapping")
+    return data
+
+
 def load_config(path: str | None = None, overrides: dict | None = None) -> Config:
     """Load a YAML config (None: the embedded demo config), with optional nested overrides."""
     if path is None:
-        text, source = resources.files("goalrm.configs").joinpath("demo.yaml").read_text(), "demo.yaml"
+        path, text = "demo.yaml", resources.files("goalrm.configs").joinpath("demo.yaml").read_text()
+        data = read_mapping(path, "config", text)
     else:
-        try:
-            with open(path) as f:
-                text, source = f.read(), path
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping")
-    return config_from_dict(_merge(data, overrides or {}), source)
+        data = read_mapping(path, "config")
+    return config_from_dict(_merge(data, overrides or {}), path)
 
 
 def _merge(base: dict, extra: dict) -> dict:

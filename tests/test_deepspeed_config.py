@@ -67,7 +67,7 @@ def test_user_json_conflicts_name_every_key(tmp_path):
 
 @pytest.mark.parametrize(
     "user, match",
-    [("{not json", r"ds\.json:1: invalid JSON"), ("[1, 2]", "top level must be an object")],
+    [("{not json", r"ds\.json:1: invalid JSON"), ("[1, 2]", "top level must be a mapping")],
 )
 def test_bad_user_json(tmp_path, user, match):
     with pytest.raises(ConfigError, match=match):
@@ -88,4 +88,4 @@ def test_missing_user_json_fails_in_the_cli(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train:\n  deepspeed_config: /nonexistent/ds.json\n")
     assert main(["train", "--config", str(cfg), "--output-dir", str(tmp_path / "run")]) == 2
-    assert "train.deepspeed_config: cannot read /nonexistent/ds.json" in capsys.readouterr().err
+    assert "cannot read train.deepspeed_config /nonexistent/ds.json" in capsys.readouterr().err

@@ -3,9 +3,7 @@
 Runs on the driver before Ray starts, so a bad or conflicting JSON fails before workers spawn.
 """
 
-import json
-
-from goalrm.config import ConfigError
+from goalrm.config import ConfigError, read_mapping
 
 # goalrm's defaults; a user JSON may override these freely
 DEFAULTS = {"steps_per_print": 10**9, "wall_clock_breakdown": False}
@@ -60,16 +58,7 @@ def _derived(train, world_size: int) -> dict:
 
 
 def load_user_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ConfigError(f"train.deepspeed_config: cannot read {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"train.deepspeed_config: {path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"train.deepspeed_config: {path}: the top level must be an object")
-    return data
+    return read_mapping(path, "train.deepspeed_config", fmt="json")
 
 
 def _conflicts(user: dict, ours: dict, prefix: str = "") -> list[str]:

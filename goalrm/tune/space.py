@@ -16,9 +16,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 
-import yaml
-
-from goalrm.config import Config, ConfigError, config_from_dict, dataclass_from_dict
+from goalrm.config import Config, ConfigError, config_from_dict, dataclass_from_dict, read_mapping
 
 # kind -> number of arguments (None: a list of values)
 KINDS = {"grid": None, "choice": None, "uniform": 2, "loguniform": 2, "randint": 2, "qrandint": 3}
@@ -185,11 +183,4 @@ def parse_space(data: dict, base: dict, source: str = "sweep", overrides: dict |
 
 
 def load_space(path: str, base: dict, overrides: dict | None = None) -> SweepSpec:
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read sweep file {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    return parse_space(data, base, path, overrides)
+    return parse_space(read_mapping(path, "sweep file"), base, path, overrides)
