@@ -135,7 +135,7 @@ def _same_count(sb: StepBatch, cfg: Config, pad_id: int, packing: str | None, de
     budget = cfg.data.max_tokens_per_micro_batch
     if not budget:
         return sb
-    parts = int(_all_reduce(torch.tensor(len(sb.micro), device=device), dist.ReduceOp.MAX))
+    parts = int(_all_reduce(torch.tensor(len(sb.micro), dtype=torch.long, device=device), dist.ReduceOp.MAX))
     if parts == len(sb.micro):
         return sb
     return collate_step(token_budget.split(sb.pairs, budget, packing is not None, parts), pad_id, packing)
