@@ -11,7 +11,12 @@ Items:
   score, eval,    `goalrm score --gpus-per-scorer 1`, `goalrm eval --device cuda`, `goalrm steer --device cuda`
   steer           on the train item's export, each against a CPU computation of the same rows
   throughput      goalrm's step (RewardModel, reward_model_loss with λ = 0.5, DeepSpeed ZeRO-2 bf16, one
-                  process) on a random 820.6M Llama, 8 + 8 x 1024 tokens: tokens/s, MFU, peak memory
+                  process) on a random 820.6M Llama, 8 + 8 sequences of 256-1024 tokens packed into one row
+                  for the auto attention (FlashAttention-2 with flash-attn, else FlexAttention; on the CPU
+                  goalrm's sdpa_varlen): real tokens/s, MFU, peak memory
+  score-speed     the same model scoring 2,000 sequences of varied lengths in bf16 (the CPU: fp32): goalrm's
+                  token-budget packed forwards against a naive loop (input order, batches of 16, padded),
+                  rewards equal; tokens/s of both and their ratio
 
 The GPU image has torch, transformers and peft but not Ray or DeepSpeed. When `import ray` fails, the
 wheels of ../shared/gpu-wheels (copied into .whl/ at the repo root, or --wheels DIR) are installed into
@@ -52,6 +57,7 @@ INSTALLED = "GOALRM_GPU_CHECK_INSTALLED"  # set when the check runs again after 
 PRECISION = "bf16"  # train and throughput; zero3-odd-eval runs fp32, to compare with one process exactly
 LAMBDA = 0.5
 SCORE_DTYPE = "bfloat16"  # goalrm score's fast path on a GPU; eval and steer run float32: both dtypes are checked
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # largest difference allowed against the CPU fp32 computation, relative to max(1, largest reference value)
 TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}
 BASELINE = "baseline on an H100: plain PyTorch 44.6%, DeepSpeed ZeRO-2 one process 38.9% (../shared/gpu-wheels/README.md)"
@@ -74,18 +80,19 @@ class Profile:
     seq_len: int
     warmup_steps: int
     timed_steps: int
+    score_rows: int  # score-speed: sequences scored by each of the two loops
     matmul_size: int  # the peak-FLOP/s matmul is this square
     item_timeout_s: int  # a mismatched collective hangs on NCCL: the item fails instead of the check
 
 
 FULL = Profile(
     model="smollm2-135m", lr=1e-5, train_steps=40, eval_every=20, micro_batch=16, train_pairs=2000, eval_pairs=128,
-    zero3_steps=20, shape="llama-820m", pairs_per_step=8, seq_len=1024, warmup_steps=3, timed_steps=10, matmul_size=8192,
+    zero3_steps=20, shape="llama-820m", pairs_per_step=8, seq_len=1024, warmup_steps=3, timed_steps=10, score_rows=2000, matmul_size=8192,
     item_timeout_s=300,
 )
 TINY = Profile(
     model="tiny", lr=1e-3, train_steps=10, eval_every=5, micro_batch=8, train_pairs=400, eval_pairs=32,
-    zero3_steps=6, shape="tiny", pairs_per_step=2, seq_len=64, warmup_steps=2, timed_steps=3, matmul_size=512,
+    zero3_steps=6, shape="tiny", pairs_per_step=2, seq_len=64, warmup_steps=2, timed_steps=3, score_rows=48, matmul_size=512,
     item_timeout_s=600,  # a busy shared CI machine: an item there can take minutes
 )
 
@@ -351,6 +358,7 @@ def check_throughput(ctx: Context) -> str:
     import torch.distributed as dist
     from transformers import AutoModelForSequenceClassification
 
+    from goalrm import attention
     from goalrm.config import TrainConfig
     from goalrm.losses import LossConfig
     from goalrm.model import RewardModel
@@ -365,9 +373,11 @@ def check_throughput(ctx: Context) -> str:
         torch.cuda.set_device(device)
     init_process_group("nccl" if ctx.gpu else "gloo")
     try:
+        attn = attention.resolve("auto", device.type, packing=True, precision=PRECISION)  # as `goalrm train` picks
+        attention.register()
         config = tiny_config(num_labels=1, **SHAPES[p.shape])
         with torch.device(device):  # initialised where it trains: no host copy of the weights
-            model = RewardModel(AutoModelForSequenceClassification.from_config(config, dtype=torch.float32))
+            model = RewardModel(AutoModelForSequenceClassification.from_config(config, dtype=torch.float32, attn_implementation=attn))
         params = sum(q.numel() for q in model.parameters())
         train = TrainConfig(num_workers=1, zero_stage=2, precision=PRECISION, micro_batch_size=p.pairs_per_step,
                             max_steps=p.warmup_steps + p.timed_steps)
@@ -376,7 +386,7 @@ def check_throughput(ctx: Context) -> str:
         engine, *_ = deepspeed.initialize(model=model, model_parameters=[q for q in model.parameters() if q.requires_grad],
                                           config=deepspeed_config(train, 1), dist_init_required=None)
         gen = sampling_generator(0, 0, engine.device)
-        batch = random_batch(config.vocab_size, p.pairs_per_step, p.seq_len, engine.device, gen)
+        batch = random_batch(config.vocab_size, p.pairs_per_step, p.seq_len, engine.device, gen, attention.packing_layout(attn))
         loss_cfg = LossConfig(contrastive_weight=LAMBDA)
         if ctx.gpu:
             torch.cuda.reset_peak_memory_stats(device)
@@ -389,9 +399,71 @@ def check_throughput(ctx: Context) -> str:
         if dist.is_initialized():
             dist.destroy_process_group()
     return (
-        f"{params / 1e6:.1f}M params ({p.shape}), {p.pairs_per_step}+{p.pairs_per_step} x {p.seq_len} tokens, ZeRO-2 "
-        f"{PRECISION} λ={LAMBDA}, 1 process: {tokens_per_s:,.0f} tokens/s, MFU {mfu:.1%} of {peak / 1e12:,.1f} TFLOP/s "
-        f"({source}), {memory}; {BASELINE}"
+        f"{params / 1e6:.1f}M params ({p.shape}), {p.pairs_per_step}+{p.pairs_per_step} sequences of {p.seq_len // 4}-{p.seq_len} "
+        f"tokens packed ({batch.tokens} real, attention {attn}), ZeRO-2 {PRECISION} λ={LAMBDA}, 1 process: {tokens_per_s:,.0f} "
+        f"tokens/s, MFU {mfu:.1%} of {peak / 1e12:,.1f} TFLOP/s ({source}), {memory}; {BASELINE}"
+    )
+
+
+def check_score_speed(ctx: Context) -> str:
+    from transformers import AutoModelForSequenceClassification
+
+    from goalrm import attention
+    from goalrm.data.pack import PACKING_MODEL_TYPES
+    from goalrm.model import RewardModel
+    from goalrm.qvalues import q_values
+    from goalrm.score.scorer import score_sequences, scoring_attention
+    from goalrm.tiny import tiny_config
+    from shapes import SHAPES
+
+    p, device = ctx.profile, ctx.device
+    dtype = SCORE_DTYPE if ctx.gpu else "float32"
+    attn = scoring_attention("auto", device.type, dtype)  # as `goalrm score` picks
+    attention.register()
+    config = tiny_config(num_labels=1, **SHAPES[p.shape])
+    torch.manual_seed(0)
+    with torch.device(device):
+        ours = RewardModel(AutoModelForSequenceClassification.from_config(config, dtype=torch.float32, attn_implementation=attn))
+        naive = RewardModel(AutoModelForSequenceClassification.from_config(config, dtype=torch.float32))
+    naive.load_state_dict(ours.state_dict())
+    ours, naive = ours.to(DTYPES[dtype]).eval(), naive.to(DTYPES[dtype]).eval()
+    gen = torch.Generator().manual_seed(1)
+    # completions log-normal around a quarter of seq_len, a long tail cut at seq_len; a fifth is prompt
+    lengths = torch.clamp((torch.randn(p.score_rows, generator=gen) * 0.6).exp() * p.seq_len / 4, 8, p.seq_len).long().tolist()
+    seqs = [(torch.randint(3, config.vocab_size, (n,), generator=gen).tolist(), n // 5) for n in lengths]
+    goal = torch.randn(config.hidden_size, generator=gen).to(device)
+    tokens = sum(lengths)
+    packing = attention.packing_layout(attn) if config.model_type in PACKING_MODEL_TYPES else None
+
+    def run_ours():
+        return score_sequences(ours, goal, seqs, config.pad_token_id, 16384, device, packing, 256)[0]
+
+    def run_naive():  # what one writes first: batches of 16 in input order, right-padded
+        rewards = []
+        with torch.inference_mode():
+            for b in range(0, len(seqs), 16):
+                chunk = seqs[b : b + 16]
+                width = max(len(ids) for ids, _ in chunk)
+                ids = torch.full((len(chunk), width), config.pad_token_id, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for i, (s, _) in enumerate(chunk):
+                    ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+                out = naive(ids.to(device), mask.to(device), with_reps=True)
+                q = q_values(out.reps, goal).cpu()
+                _ = [q[i, start : len(s)].tolist() for i, (s, start) in enumerate(chunk)]
+                rewards += out.rewards.float().cpu().tolist()
+        return rewards
+
+    run_ours(), run_naive()  # warm-up: kernels, and FlexAttention's compile
+    t_ours = timed(run_ours, 0, 1, device)
+    t_naive = timed(run_naive, 0, 1, device)
+    gap = relative_gap(run_ours().tolist(), run_naive())
+    if gap > TOLERANCE[dtype]:
+        raise Failed(f"packed rewards differ from the padded loop's by {gap:.2e} (tolerance {TOLERANCE[dtype]:g})")
+    return (
+        f"{p.score_rows} sequences, {tokens} tokens ({p.shape}, {dtype}): goalrm {tokens / t_ours:,.0f} tokens/s "
+        f"(attention {attn}, {'packed ' + packing if packing else 'padded'}), naive padded loop {tokens / t_naive:,.0f} "
+        f"tokens/s: x{t_naive / t_ours:.2f}; rewards within {gap:.1e}"
     )
 
 
@@ -402,6 +474,7 @@ CHECKS = (
     ("eval", check_eval),
     ("steer", check_steer),
     ("throughput", check_throughput),
+    ("score-speed", check_score_speed),
 )
 
 
@@ -490,23 +563,31 @@ def relative_gap(got: list[float], want: list[float]) -> float:
     return max(abs(g - w) for g, w in zip(got, want)) / scale
 
 
-def random_batch(vocab: int, pairs: int, seq_len: int, device, gen: torch.Generator):
-    """PAIRS chosen and PAIRS rejected rows of SEQ_LEN random tokens, made on DEVICE: no padding, the
-    completion is each row's second half."""
+def random_batch(vocab: int, pairs: int, seq_len: int, device, gen: torch.Generator, packing: str | None = None):
+    """PAIRS chosen and PAIRS rejected rows of random tokens, made on DEVICE, as `collate_for_model` lays
+    them out: lengths from a quarter of SEQ_LEN to SEQ_LEN, right-padded, the completion each row's
+    second half; with PACKING (a layout), packed too."""
     from goalrm.data.model_batch import ModelBatch
+    from goalrm.data.pack import pack
 
     rows = 2 * pairs
+    lengths = torch.randint(seq_len // 4, seq_len + 1, (rows,), generator=gen, device=device)
+    lengths[0] = seq_len  # the padded width
     ids = torch.randint(3, vocab, (rows, seq_len), generator=gen, device=device, dtype=torch.long)  # 0-2: specials
+    mask = (torch.arange(seq_len, device=device) < lengths[:, None]).long()
+    ids = ids * mask  # pad id 0
     padded = {
         "input_ids": ids,
-        "attention_mask": torch.ones_like(ids),
-        "completion_start": torch.full((rows,), seq_len // 2, dtype=torch.long, device=device),
-        "completion_end": torch.full((rows,), seq_len, dtype=torch.long, device=device),
+        "attention_mask": mask,
+        "completion_start": lengths // 2,
+        "completion_end": lengths,
         "first_error": torch.full((pairs,), -1, dtype=torch.long, device=device),
         # random rejected rows share nothing with the chosen ones: negatives from the completion's start
-        "rejected_divergence": torch.full((pairs,), seq_len // 2, dtype=torch.long, device=device),
+        "rejected_divergence": lengths[pairs:] // 2,
     }
-    return ModelBatch(padded, None, pairs, rows * seq_len, rows * seq_len)
+    packed = None if packing is None else pack(ids.cpu(), mask.cpu(), 0, packing).to(device)
+    tokens = int(mask.sum())
+    return ModelBatch(padded, packed, pairs, tokens, tokens if packed is not None else mask.numel())
 
 
 def timed(step, warmup: int, steps: int, device) -> float:

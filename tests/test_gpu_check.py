@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
-ITEMS = ("train", "zero3-odd-eval", "score", "eval", "steer", "throughput")
+ITEMS = ("train", "zero3-odd-eval", "score", "eval", "steer", "throughput", "score-speed")
 
 
 def _run(args: list[str], tmp_path: Path, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -61,7 +61,7 @@ def test_without_ray_or_wheels_every_item_fails_saying_how_to_bring_them(tmp_pat
     items, summary = _results(proc.stdout)
     assert [line.split(":")[0] for line in items] == [f"FAIL {name}" for name in ITEMS], proc.stdout + proc.stderr
     assert all("holds no wheels" in line and "../shared/gpu-wheels/" in line and "--wheels DIR" in line for line in items)
-    assert summary.startswith("gpu_check: 0 passed, 6 failed in ") and proc.returncode == 1
+    assert summary.startswith("gpu_check: 0 passed, 7 failed in ") and proc.returncode == 1
     assert proc.stderr == ""
 
 
@@ -75,7 +75,7 @@ def test_wheels_are_installed_into_the_site_and_the_check_runs_again_on_them(tmp
     assert (site / "ray" / "__init__.py").exists(), proc.stdout + proc.stderr
     # the second run imported the installed ray (SITE first on the path), and did not install again
     assert all(line.endswith(f"into {site}: the ray of the test wheel") for line in items), items
-    assert len(items) == 6 and summary.startswith("gpu_check: 0 passed, 6 failed") and proc.returncode == 1
+    assert len(items) == 7 and summary.startswith("gpu_check: 0 passed, 7 failed") and proc.returncode == 1
 
 
 @pytest.mark.slow
@@ -84,6 +84,6 @@ def test_dry_run_passes_every_item_and_prints_only_the_results(tmp_path):
     proc = _run(["--device", "cpu", "--tiny"], tmp_path, timeout=840)
     items, summary = _results(proc.stdout)
     assert [line.split(":")[0] for line in items] == [f"PASS {name}" for name in ITEMS], proc.stdout + proc.stderr[-3000:]
-    assert re.fullmatch(r"gpu_check: 6 passed, 0 failed in \d+ s, device cpu \(\d+ cores\), torch .*", summary), summary
+    assert re.fullmatch(r"gpu_check: 7 passed, 0 failed in \d+ s, device cpu \(\d+ cores\), torch .*", summary), summary
     assert proc.returncode == 0
     assert proc.stderr == ""  # Ray, DeepSpeed and the workers wrote to the log

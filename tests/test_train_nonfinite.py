@@ -1,5 +1,8 @@
 """A NaN loss stops `goalrm train`: exit code 1, the step and the losses named, no retry from a checkpoint
-(Ray Train would retry a worker error max_failures times, on the same data, to the same NaN)."""
+(Ray Train would retry a worker error max_failures times, on the same data, to the same NaN).
+
+Slow tier: a `goalrm train` subprocess with its own Ray (35 s). In `make test`, tests/test_tune.py's
+failing trial goes through the same non-finite check in the loop."""
 
 import json
 import subprocess
@@ -8,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-pytestmark = pytest.mark.ray
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(600)
