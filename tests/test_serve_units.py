@@ -169,6 +169,7 @@ ROWS = [("Q: 2+3=? ", "Work: 2+3=5 so 5"), ("Q: 7-4=? ", "It is 3"), ("Say hi. "
 
 def test_service_matches_score_sequences_and_reports_truncation(tiny_export, one_torch_thread):
     svc = RewardService(ServeConfig(model=tiny_export, max_batch_tokens=64, max_tokens_per_item=40, truncate=True))
+    assert (svc.served.packing, svc.info()["attention"], svc.info()["packed"]) == ("flat", "sdpa_varlen", True)  # auto on the CPU
     body = {"prompts": [p for p, _ in ROWS], "completions": [c for _, c in ROWS], "threshold": 0.01}
     prep = svc.prepare(Q_VALUES, _raw(body))
     assert prep.truncated == []
@@ -176,7 +177,7 @@ def test_service_matches_score_sequences_and_reports_truncation(tiny_export, one
     assert len(parts) == 2  # 27 + 18 tokens fit 64; the third item's 38 start a second chunk
     ans = svc.answer(prep, [r for p in parts for r in p[0]], [q for p in parts for q in p[1]])
     model, tok, goal, _ = load_scorer(tiny_export)
-    rewards, qs = score_sequences(model, goal, prep.seqs, tok.pad_token_id, 1)  # one sequence a forward
+    rewards, qs = score_sequences(model, goal, prep.seqs, tok.pad_token_id, 1)  # one sequence a forward, unpacked
     for res, r, q in zip(ans["results"], rewards, qs):
         assert res["reward"] == pytest.approx(float(r), abs=1e-5)
         np.testing.assert_allclose(res["q_values"], q, atol=1e-5)
@@ -208,6 +209,7 @@ def test_plain_hf_reward_model_rewards_without_q_values(hf_rm_dir, one_torch_thr
     check_model_dir(hf_rm_dir, None)
     svc = RewardService(ServeConfig(model=hf_rm_dir))
     assert svc.info()["kind"] == "hf" and "/q_values" not in svc.info()["endpoints"]
+    assert svc.served.packing == "flat"  # a Llama packs; compared below with plain transformers, one text at a time
     e = _error(svc.prepare, Q_VALUES, _raw({"prompts": ["p"], "completions": ["c"]}))
     assert e.status == 404 and "no goal state" in e.message
     prep = svc.prepare(GET_REWARD, _raw({"query": [p + c for p, c in ROWS]}))
@@ -218,6 +220,26 @@ def test_plain_hf_reward_model_rewards_without_q_values(hf_rm_dir, one_torch_thr
         expected = [float(hf(**tok(p + c, return_tensors="pt")).logits[0, 0]) for p, c in ROWS]
     np.testing.assert_allclose(rewards, expected, atol=1e-5)
     assert len(set(np.round(expected, 4))) == len(ROWS)  # distinct rewards: a swapped answer would show
+
+
+def test_serving_attention_packs_without_compiling(monkeypatch):
+    from goalrm import attention
+    from goalrm.serve.model import serving_attention
+
+    assert serving_attention("auto", "cpu", "float32") == "sdpa_varlen"
+    # FlexAttention would compile for every new batch shape at request time: auto serves padded SDPA instead
+    monkeypatch.setattr(attention, "flash_attn_available", lambda: False)
+    assert serving_attention("auto", "cuda", "bfloat16") == "sdpa"
+    assert serving_attention("flex_attention", "cuda", "bfloat16") == "flex_attention"  # asked for by name
+    monkeypatch.setattr(attention, "flash_attn_available", lambda: True)
+    assert serving_attention("auto", "cuda", "bfloat16") == "flash_attention_2"
+    assert serving_attention("auto", "cuda", "float32") == "sdpa"
+    with pytest.raises(ConfigError, match=r"attn_implementation: flash_attention_2 needs a CUDA GPU \(ray_actor_options: \{num_gpus: 1\}\)"):
+        load_serve_config(None, {"model": "m", "attn_implementation": "flash_attention_2"})
+    with pytest.raises(ConfigError, match="in bf16 only; set dtype: bfloat16"):
+        load_serve_config(None, {"model": "m", "attn_implementation": "flash_attention_2", "ray_actor_options": {"num_gpus": 1}})
+    with pytest.raises(ConfigError, match="attn_implementation must be one of"):
+        load_serve_config(None, {"model": "m", "attn_implementation": "flash"})
 
 
 def test_hf_model_with_two_labels_is_refused(tmp_path):

@@ -26,8 +26,13 @@ def load_scorer(model_dir: str, goal_file: str | None = None, device: str = "cpu
     attention.require(attn)
     model, tokenizer, model_goal, _ = load_reward_model(model_dir, device=device, dtype=dtype, attn_implementation=attn)
     goal = load_goal(goal_file, model_goal, representation_dim(model))
-    packing = attention.packing_layout(attn) if model.config.model_type in PACKING_MODEL_TYPES else None
-    return model, tokenizer, goal.to(device), packing
+    return model, tokenizer, goal.to(device), packing_layout(model, attn)
+
+
+def packing_layout(model, attn: str) -> str | None:
+    """How `score_sequences` lays out a forward for a model loaded with the resolved ATTN: packed in
+    goalrm/data/pack.py's layout, or None (padded) for a backbone that cannot take packed rows."""
+    return attention.packing_layout(attn) if model.config.model_type in PACKING_MODEL_TYPES else None
 
 
 @torch.inference_mode()

@@ -3,10 +3,12 @@
 `--config` takes either a flat mapping of these keys or a Ray Serve config file (as
 `serve_configs/reward.yaml`), whose goalrm application's `args` are these keys."""
 
+import functools
 from dataclasses import dataclass, field
 
 import yaml
 
+from goalrm import attention
 from goalrm.config import ConfigError, dataclass_from_dict
 
 IMPORT_PATH = "goalrm.serve.app:build_app"
@@ -19,10 +21,13 @@ class ServeConfig:
     goal: str | None = None  # safetensors with tensor "goal"; default: the export's goal state, if any
     dtype: str = "float32"
     # dynamic batching: a batch closes at this many real tokens or after the wait, then runs as
-    # length-sorted micro-batches of at most micro_batch_tokens padded slots (a longer sequence runs alone)
+    # length-sorted micro-batches of at most micro_batch_tokens token slots (a longer sequence runs alone)
     max_batch_tokens: int = 8192
     batch_wait_timeout_s: float = 0.01
     micro_batch_tokens: int = 2048  # the forward size the hardware runs best: 1-2k measured on a 2-core CPU; far more on a GPU
+    # as `goalrm score --attn-implementation`; auto packs each micro-batch padding-free with a kernel that
+    # needs no compile (goalrm/serve/model.py), so that slots are real tokens
+    attn_implementation: str = "auto"
     # limits per request: over them the answer is 413, or truncation (reported) for tokens when `truncate`
     max_items_per_request: int = 64
     max_tokens_per_item: int = 1024
@@ -64,10 +69,20 @@ class ServeConfig:
             value = self.ray_actor_options.get(name, 0)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"ray_actor_options.{name} must be a number >= 0, got {value!r}")
+        try:
+            attention.resolve(self.attn_implementation, self.device, packing=True, precision=self.precision, training=False)
+        except ValueError as e:
+            hints = {"model.attn_implementation": "attn_implementation", "train.use_gpu: true": "ray_actor_options: {num_gpus: 1}",
+                     "train.precision: bf16": "dtype: bfloat16"}
+            raise ValueError(functools.reduce(lambda text, kv: text.replace(*kv), hints.items(), str(e))) from None
 
     @property
     def device(self) -> str:
         return "cuda" if self.ray_actor_options.get("num_gpus", 0) > 0 else "cpu"
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.dtype == "bfloat16" else "fp32"
 
     @property
     def threads(self) -> int:

@@ -10,9 +10,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
+from goalrm import attention
 from goalrm.config import ConfigError
 from goalrm.export import DTYPES, GOAL_FILE, GOALRM_FILE, load_goal, load_reward_model, read_meta, representation_dim
 from goalrm.model import RewardModel, load_tokenizer
+from goalrm.score.scorer import packing_layout, scoring_attention
 
 
 @dataclass
@@ -21,6 +23,7 @@ class ServedModel:
     tokenizer: object
     goal: torch.Tensor | None  # on the model's device; None: rewards only
     info: dict
+    packing: str | None = None  # score_sequences' packed layout; None: padded forwards
 
 
 def is_export(model_dir: str) -> bool:
@@ -54,17 +57,31 @@ def check_model_dir(model_dir: str, goal_file: str | None) -> None:
         load_goal(goal_file, None if goal_file else load_file(export_goal)["goal"], dim)
 
 
-def load_served_model(model_dir: str, goal_file: str | None, device: str, dtype: str) -> ServedModel:
+def serving_attention(name: str, device: str, dtype: str) -> str:
+    """`goalrm score`'s choice, but never a kernel that compiles per shape: a server's batches come in
+    every shape, and FlexAttention would compile at request time. So `auto` on a GPU without
+    FlashAttention-2 serves padded SDPA batches (length-sorted), and packs on the CPU and with FA2."""
+    resolved = scoring_attention(name, device, dtype)
+    return "sdpa" if name == "auto" and resolved == "flex_attention" else resolved
+
+
+def load_served_model(model_dir: str, goal_file: str | None, device: str, dtype: str, attn: str = "auto") -> ServedModel:
+    attn = serving_attention(attn, device, dtype)
+    attention.require(attn)
     if is_export(model_dir):
-        model, tokenizer, model_goal, meta = load_reward_model(model_dir, device=device, dtype=dtype)
+        model, tokenizer, model_goal, meta = load_reward_model(model_dir, device=device, dtype=dtype, attn_implementation=attn)
         kind = "goalrm"
     else:
-        seq_cls = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False, dtype=DTYPES[dtype])
+        attention.register()
+        seq_cls = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, use_safetensors=True, trust_remote_code=False, dtype=DTYPES[dtype], attn_implementation=attn
+        )
         _check_head(seq_cls, model_dir)
         model, tokenizer, model_goal, meta, kind = RewardModel(seq_cls).to(device).eval(), load_tokenizer(model_dir), None, {}, "hf"
     goal = None
     if goal_source(model_dir, goal_file) is not None:
         goal = load_goal(goal_file, model_goal, representation_dim(model)).to(device)
+    packing = packing_layout(model, attn)
     info = {
         "model": os.path.abspath(model_dir),
         "kind": kind,
@@ -72,10 +89,12 @@ def load_served_model(model_dir: str, goal_file: str | None, device: str, dtype:
         "goal_dim": None if goal is None else goal.numel(),
         "dtype": dtype,
         "device": device,
+        "attention": attn,
+        "packed": packing is not None,
         "reward_mean": meta.get("reward_mean"),
         "reward_std": meta.get("reward_std"),
     }
-    return ServedModel(model, tokenizer, goal, info)
+    return ServedModel(model, tokenizer, goal, info, packing)
 
 
 def _check_head(seq_cls, model_dir: str) -> None:

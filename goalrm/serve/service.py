@@ -38,7 +38,7 @@ def read_api_key(path: str | None) -> str | None:
 class RewardService:
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
-        self.served = load_served_model(cfg.model, cfg.goal, cfg.device, cfg.dtype)
+        self.served = load_served_model(cfg.model, cfg.goal, cfg.device, cfg.dtype, cfg.attn_implementation)
         self.tokenizer = self.served.tokenizer
         self.affixes = special_affixes(self.tokenizer)
         self.api_key = read_api_key(cfg.api_key_file)
@@ -70,10 +70,11 @@ class RewardService:
 
     def score(self, seqs: list, q_values: bool = True):
         """Rewards, and Q-values when asked for and a goal state is there (else None each), of a
-        whole batch, in length-sorted micro-batches of at most micro_batch_tokens padded slots."""
+        whole batch, in length-sorted micro-batches of at most micro_batch_tokens token slots (packed:
+        real tokens; padded: rows times the longest)."""
         m = self.served
         goal = m.goal if q_values else None
-        rewards, qs = score_sequences(m.model, goal, seqs, self.tokenizer.pad_token_id, self.cfg.micro_batch_tokens, self.cfg.device)
+        rewards, qs = score_sequences(m.model, goal, seqs, self.tokenizer.pad_token_id, self.cfg.micro_batch_tokens, self.cfg.device, m.packing)
         return list(rewards), qs
 
     def answer(self, prepared: Prepared, rewards, qs) -> dict:
