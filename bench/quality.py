@@ -2,13 +2,14 @@
 
 The paper fine-tunes 7B models on GPUs. Here, on a 2-core CPU: SmolLM2-135M-Instruct with its
 bottom decoder layers frozen and their activations computed once per data set
-(goalrm/frozen_trunk.py, bench/quality_cache.py). Each run trains the top `--top-layers` layers, the
+(goalrm/frozen_trunk.py, bench/quality_cache.py). Each run trains the decoder layers from `--cut` up, the
 final norm and the heads with goalrm's own loss, contrastive sampling, schedule and metrics.
 For one seed every setting gets the same split, the same initial weights, the same pairs in the same
 order and the same number of steps: the setting is the only difference.
 
     python bench/quality.py --task gsm8k --settings bt paper infonce --seeds 0 1 2
     python bench/quality.py --task hh --settings bt paper --seeds 0 1 2
+    python bench/quality.py --task gsm8k_perturb --cut 24 --settings bt paper --seeds 0 1 2
     python bench/quality.py --table          # mean ± std over seeds of everything recorded
 
 Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
@@ -29,6 +30,7 @@ from goalrm.frozen_trunk import merge_top, top_only
 from goalrm.losses import reward_model_loss
 from goalrm.metrics import auroc, pairwise_accuracy
 from goalrm.export import save_reward_model
+from goalrm.localization import localization
 from goalrm.model import build_model, load_tokenizer
 from goalrm.qvalues import final_token_reps, prefix_mean_q, q_values
 from goalrm.sampling import divergence, sampling_generator
@@ -38,7 +40,7 @@ from goalrm.data.sampler import micro_batch_indices
 from goalrm.train.schedule import warmup_cosine
 
 from quality_cache import trunk_cache  # bench/, on the path when a bench script runs
-from quality_data import GSM8K, HH, gsm8k_task, hh_task, question_ids
+from quality_data import GSM8K, GSM8K_TRAIN, HH, gsm8k_perturb_task, gsm8k_task, hh_task, question_ids
 
 CONFIGS = Path(__file__).resolve().parents[1] / "goalrm" / "configs"
 RESULTS = Path("runs/quality/results.jsonl")
@@ -67,14 +69,16 @@ def features(states, offsets, task, idx):
     return emb, mask, start, torch.tensor(lengths)
 
 
-def train(model, cfg, task, states, offsets, pairs, seed):
+def train(model, cfg, task, states, offsets, pairs, seed, probe=None):
+    """The training steps; every `train.eval_every` steps and at the end, `probe()` (a held-out
+    accuracy) is recorded in the curve. Returns (mean of the last 20 steps' losses, curve)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps))
     gen = sampling_generator(seed, 0, next(model.parameters()).device)  # as the training loop seeds rank 0
     lengths = [max(len(task.seqs[c].ids), len(task.seqs[r].ids)) for c, r in pairs] if cfg.data.group_by_length else None
     model.train()
-    losses = []
+    losses, curve = [], []
     for step in range(cfg.train.max_steps):
         batch = [pairs[i] for i in micro_batch_indices(step, 0, 0, 1, len(pairs), cfg.train.micro_batch_size, 1, seed, lengths)]
         emb, mask, start, end = features(states, offsets, task, [c for c, _ in batch] + [r for _, r in batch])
@@ -88,8 +92,11 @@ def train(model, cfg, task, states, offsets, pairs, seed):
         opt.step()
         sched.step()
         losses.append({k: float(v) for k, v in parts.items()})
+        if probe is not None and ((step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps):
+            curve.append((step + 1, probe()))
+            model.train()
     tail = losses[-20:]
-    return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}
+    return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}, curve
 
 
 @torch.no_grad()
@@ -115,11 +122,15 @@ def forward_all(model, task, states, offsets, idx, goal=None, batch=32):
     return out
 
 
+def held_out_accuracy(model, task, states, offsets, eval_pairs) -> float:
+    idx = [i for p in eval_pairs for i in p]
+    r = torch.tensor(forward_all(model, task, states, offsets, idx)["reward"])
+    return pairwise_accuracy(r[0::2], r[1::2])
+
+
 def evaluate(model, task, states, offsets, train_pairs, eval_pairs, eval_seqs):
     chosen = sorted({c for c, _ in train_pairs})
-    ref = forward_all(model, task, states, offsets, chosen)
-    goal = ref["final"].mean(0)  # the default goal state: mean final-token rep of preferred completions
-    ref = forward_all(model, task, states, offsets, chosen, goal)
+    goal = forward_all(model, task, states, offsets, chosen)["final"].mean(0)  # the default goal state: mean final-token rep of preferred completions
     res = forward_all(model, task, states, offsets, eval_seqs, goal)
     labels = torch.tensor([task.seqs[i].label for i in eval_seqs], dtype=torch.long)
     pos = {i: j for j, i in enumerate(eval_seqs)}
@@ -132,7 +143,12 @@ def evaluate(model, task, states, offsets, train_pairs, eval_pairs, eval_seqs):
         "prefix_auroc_reward": {str(f): auroc(torch.tensor(res["prefix_reward"][f]), labels) for f in FRACTIONS},
     }
     if task.name == "gsm8k":
+        ref = forward_all(model, task, states, offsets, chosen, goal)
         m["filtering"] = filtering(task, eval_seqs, res["q"], [float(q.min()) for q in ref["q"]])
+    if task.name == "gsm8k_perturb":  # the first wrong token is known: how soon Q falls after it
+        q = lambda i: res["q"][pos[i]].tolist()  # noqa: E731
+        m["localization"] = localization([q(c) for c, _ in eval_pairs], [q(r) for _, r in eval_pairs],
+                                         [task.seqs[r].error for _, r in eval_pairs])
     return m
 
 
@@ -171,14 +187,15 @@ def run(task, states, offsets, args, setting, seed):
     torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
     model = top_only(build_model(cfg.model.name_or_path, cfg.model.heads()), args.cut)
     t0 = time.perf_counter()
-    final_loss = train(model, cfg, task, states, offsets, train_pairs, seed)
+    final_loss, curve = train(model, cfg, task, states, offsets, train_pairs, seed,
+                              lambda: held_out_accuracy(model, task, states, offsets, eval_pairs))
     metrics = evaluate(model, task, states, offsets, train_pairs, eval_pairs, eval_seqs)
     if args.export:
         export(model, cfg, task, states, offsets, train_pairs, args.cut, os.path.join(args.export, f"{task.name}-{setting}-seed{seed}"))
     return {
         "task": task.name, "setting": setting, "seed": seed, "cut": args.cut, "steps": cfg.train.max_steps,
         "micro_batch": cfg.train.micro_batch_size, "lr": cfg.train.lr, "train_pairs": len(train_pairs),
-        "eval_pairs": len(eval_pairs), "eval_seqs": len(eval_seqs), "final_loss": final_loss,
+        "eval_pairs": len(eval_pairs), "eval_seqs": len(eval_seqs), "final_loss": final_loss, "curve": curve,
         "seconds": round(time.perf_counter() - t0, 1), **metrics,
     }
 
@@ -192,12 +209,13 @@ def done_runs() -> set:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", choices=("gsm8k", "hh"))
+    p.add_argument("--task", choices=("gsm8k", "gsm8k_perturb", "hh"))
     p.add_argument("--settings", nargs="+", default=["bt", "paper"], choices=list(SETTINGS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--cut", type=int, default=28, help="first trained decoder layer (SmolLM2-135M has 30)")
     p.add_argument("--eval-fraction", type=float, default=0.25)
     p.add_argument("--hh-pairs", type=int, default=600)
+    p.add_argument("--perturb-pairs", type=int, default=1000, help="gsm8k_perturb: questions (one pair each)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", default="", help="also save each run's model, whole, under this folder")
     p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
@@ -208,12 +226,15 @@ def main(argv=None):
         return print_table(RESULTS)
     if args.task is None:
         p.error("--task is required unless --table")
-    if not (GSM8K if args.task == "gsm8k" else HH).exists():
-        sys.exit(f"bench/quality.py: {GSM8K.parent.parent} is absent; the quality runs need ../shared/data")
+    source = {"gsm8k": GSM8K, "gsm8k_perturb": GSM8K_TRAIN, "hh": HH}[args.task]
+    if not source.exists():
+        sys.exit(f"bench/quality.py: {source} is absent; the quality runs need ../shared/data")
     torch.set_num_threads(args.threads)
     cfg = load_config(str(CONFIGS / f"quality_{args.task}.yaml"))
     tok = load_tokenizer(cfg.model.name_or_path)
-    task = gsm8k_task(tok, cfg.data.max_length) if args.task == "gsm8k" else hh_task(tok, cfg.data.max_length, args.hh_pairs)
+    task = {"gsm8k": lambda: gsm8k_task(tok, cfg.data.max_length),
+            "gsm8k_perturb": lambda: gsm8k_perturb_task(tok, cfg.data.max_length, args.perturb_pairs),
+            "hh": lambda: hh_task(tok, cfg.data.max_length, args.hh_pairs)}[args.task]()
     trunk = build_model(cfg.model.name_or_path, tokenizer=tok).eval()
     states, offsets = trunk_cache(task, trunk, cfg.model.name_or_path, args.cut, tok.pad_token_id)
     del trunk

@@ -24,6 +24,11 @@ def columns(task: str):
             ("maj. acc before", lambda r: r["filtering"]["0.1"]["accuracy_before"]),
             ("maj. acc after (q=0.1)", lambda r: r["filtering"]["0.1"]["accuracy_after"]),
         ]
+    if task == "gsm8k_perturb":
+        cols += [(f"prefix AUROC Q {f}", lambda r, f=f: r["prefix_auroc_q"][f]) for f in ("0.25", "0.5", "0.75")]
+        loc = ("auroc", "detect_at_1", "detect_at_4", "detect_at_16", "detection_delay", "tokens_saved_at_5pct")
+        cols += [(f"localization {k}", lambda r, k=k: r["localization"].get(k) or float("nan")) for k in loc]
+        cols += [("BT loss (last 20 steps)", lambda r: r["final_loss"]["bt_loss"])]
     return cols
 
 
@@ -40,3 +45,7 @@ def print_table(path) -> None:
             if t == task:
                 cells = [str(len(runs))] + [_ms([get(r) for r in runs]) for _, get in cols[1:]]
                 print(f"| {setting} | " + " | ".join(cells) + " |")
+        for (t, setting), runs in by.items():  # held-out accuracy by step: the plateau rule reads it
+            for r in runs if t == task else []:
+                if r.get("curve"):
+                    print(f"  {setting} seed {r['seed']}: " + " ".join(f"{s}:{a:.3f}" for s, a in r["curve"]))

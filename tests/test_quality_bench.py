@@ -1,5 +1,5 @@
-"""bench/quality.py's pieces: the split on the real data (skipped without ../shared/data) and one
-whole run on a tiny model over cached trunk states."""
+"""bench/quality.py's pieces: the split on the real data (skipped without ../shared/data), the
+resumable trunk cache, and whole runs on a tiny model over cached trunk states."""
 
 import sys
 from pathlib import Path
@@ -10,7 +10,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import quality  # noqa: E402
-from quality_data import GSM8K, Seq, Task, gsm8k_task  # noqa: E402
+import quality_cache  # noqa: E402
+from quality_data import GSM8K, GSM8K_TRAIN, Seq, Task, gsm8k_perturb_task, gsm8k_task  # noqa: E402
 
 from goalrm.frozen_trunk import trunk_states  # noqa: E402
 from goalrm.model import build_model, load_tokenizer  # noqa: E402
@@ -33,24 +34,74 @@ def test_gsm8k_pairs_are_correct_over_incorrect_and_split_by_question():
     assert splits[0] != splits[1]
 
 
-def _tiny_task():
+@pytest.mark.skipif(not GSM8K_TRAIN.exists(), reason=f"{GSM8K_TRAIN} is absent")
+def test_gsm8k_perturb_pairs_share_the_prefix_up_to_the_known_first_error():
+    task = gsm8k_perturb_task(load_tokenizer("tiny"), 256, 40)
+    assert len(task.pairs) == 40
+    for c, r in task.pairs:
+        chosen, rejected = task.seqs[c], task.seqs[r]
+        assert chosen.label and not rejected.label and chosen.group == rejected.group and chosen.error is None
+        # completions (prompts may be cut from the left differently when one side is longer)
+        c_ids, r_ids, e = chosen.ids[chosen.start :], rejected.ids[rejected.start :], rejected.error
+        assert c_ids[:e] == r_ids[:e] and c_ids != r_ids
+        # the first wrong token starts the changed number; the ids part within it (72 -> 71)
+        differ = next(i for i, (a, b) in enumerate(zip(c_ids, r_ids)) if a != b)
+        assert e <= differ < e + 8
+
+
+def test_the_trunk_cache_resumes_from_its_parts(tmp_path, monkeypatch):
+    task, _, offsets = _tiny_task()
+    trunk = build_model("tiny").eval()
+    expected = _states(trunk, task.seqs)
+    monkeypatch.setattr(quality_cache, "CACHE", tmp_path)
+    monkeypatch.setattr(quality_cache, "PART", 20)  # 96 sequences: 5 parts
+    real, calls = quality_cache._part_states, []
+
+    def interrupted(*args):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(quality_cache, "_part_states", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quality_cache.trunk_cache(task, trunk, "tiny", 1, 0)
+    parts = quality_cache.cache_path(task, "tiny", 1).with_suffix(".parts")
+    assert len(list(parts.iterdir())) == 2 and not quality_cache.cache_path(task, "tiny", 1).exists()
+
+    calls.clear()
+    monkeypatch.setattr(quality_cache, "_part_states", lambda *a: calls.append(a[2]) or real(*a))
+    states, got_offsets = quality_cache.trunk_cache(task, trunk, "tiny", 1, 0)
+    assert len(calls) == 3  # only the parts the interrupted run did not write
+    assert torch.equal(got_offsets, offsets) and torch.allclose(states, expected, atol=1e-5)
+    assert not parts.exists()
+    calls.clear()
+    again, _ = quality_cache.trunk_cache(task, trunk, "tiny", 1, 0)  # whole: read, not computed
+    assert not calls and torch.equal(again, states)
+
+
+def _states(trunk, seqs):
+    """The input of layer 1, each sequence alone (no padding), concatenated."""
+    return torch.cat([trunk_states(trunk, torch.tensor([s.ids]), torch.ones(1, len(s.ids), dtype=torch.long), 1)[0] for s in seqs])
+
+
+def _tiny_task(name="gsm8k"):
     g = torch.Generator().manual_seed(0)
     seqs, pairs = [], []
     for q in range(24):
         base = len(seqs)
         for k in range(4):
             n = int(torch.randint(10, 24, (1,), generator=g))
-            seqs.append(Seq(torch.randint(3, 250, (n,), generator=g).tolist(), 5, f"question {q}", k % 2 == 0, str(k % 3)))
+            seqs.append(Seq(torch.randint(3, 250, (n,), generator=g).tolist(), 5, f"question {q}", k % 2 == 0, str(k % 3),
+                            error=None if k % 2 == 0 else int(torch.randint(0, n - 5, (1,), generator=g))))
         pairs += [(base, base + 1), (base + 2, base + 3)]
-    task = Task("gsm8k", seqs, pairs)
-    trunk = build_model("tiny").eval()
-    states = torch.cat([trunk_states(trunk, torch.tensor([s.ids]), torch.ones(1, len(s.ids), dtype=torch.long), 1)[0] for s in seqs])
+    task = Task(name, seqs, pairs)
+    states = _states(build_model("tiny").eval(), seqs)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor([len(s.ids) for s in seqs]).cumsum(0)])
     return task, states, offsets
 
 
-def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch):
-    task, states, offsets = _tiny_task()
+def _tiny_configs(monkeypatch):
     real = quality.load_config
 
     def tiny_config(path, overrides=None):
@@ -60,7 +111,12 @@ def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch
         return real(path, overrides)
 
     monkeypatch.setattr(quality, "load_config", tiny_config)
-    args = type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": ""})()
+    return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": ""})()
+
+
+def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch):
+    task, states, offsets = _tiny_task()
+    args = _tiny_configs(monkeypatch)
     bt, bt_again, paper = (quality.run(task, states, offsets, args, s, 3) for s in ("bt", "bt", "paper"))
     assert bt == {**bt_again, "seconds": bt["seconds"]}  # same seed: same split, weights, order, numbers
     assert bt["final_loss"]["contrastive_loss"] == 0 and paper["final_loss"]["contrastive_loss"] > 0
@@ -70,3 +126,15 @@ def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch
         assert set(row["prefix_auroc_q"]) == {"0.25", "0.5", "0.75", "1.0"}
         saved = [row["filtering"][q]["tokens_saved"] for q in ("0.05", "0.1", "0.25")]
         assert saved == sorted(saved)  # a higher threshold stops more tokens
+
+
+def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypatch):
+    task, states, offsets = _tiny_task("gsm8k_perturb")
+    args = _tiny_configs(monkeypatch)
+    row = quality.run(task, states, offsets, args, "paper", 0)
+    loc = row["localization"]
+    assert loc["n_with_first_error"] == row["eval_pairs"] > 0
+    assert 0 <= loc["tokens_saved_at_5pct"] <= 1 and 0 <= loc["auroc"] <= 1
+    assert [s for s, _ in row["curve"]] == [4]  # max_steps 4 < eval_every: the final step only
+    assert abs(row["curve"][-1][1] - row["pairwise_accuracy"]) <= 1 / row["eval_pairs"]  # other batches, same model
+    assert "filtering" not in row  # majority voting needs several solutions per question
