@@ -9,7 +9,6 @@ are by question (GSM8K) or by pair (HH), per seed, with goalrm's `is_eval_questi
 """
 
 import random
-
 from dataclasses import dataclass
 from pathlib import Path
 

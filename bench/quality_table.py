@@ -13,6 +13,10 @@ def _ms(values) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
+def _or_nan(v) -> float:
+    return float("nan") if v is None else v
+
+
 def columns(task: str):
     """(header, getter) pairs for one task's table."""
     cols = [("seeds", None), ("pairwise acc", lambda r: r["pairwise_accuracy"]), ("AUROC (reward)", lambda r: r["auroc"])]
@@ -27,7 +31,8 @@ def columns(task: str):
     if task == "gsm8k_perturb":
         cols += [(f"prefix AUROC Q {f}", lambda r, f=f: r["prefix_auroc_q"][f]) for f in ("0.25", "0.5", "0.75")]
         loc = ("auroc", "detect_at_1", "detect_at_4", "detect_at_16", "detection_delay", "tokens_saved_at_5pct")
-        cols += [(f"localization {k}", lambda r, k=k: r["localization"].get(k) or float("nan")) for k in loc]
+        # None (no detection to time) shows as "-"; a measured 0.0 stays 0.0
+        cols += [(f"localization {k}", lambda r, k=k: _or_nan(r["localization"].get(k))) for k in loc]
         cols += [("BT loss (last 20 steps)", lambda r: r["final_loss"]["bt_loss"])]
     return cols
 

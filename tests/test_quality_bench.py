@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import quality  # noqa: E402
 import quality_cache  # noqa: E402
+from quality_table import columns  # noqa: E402
 from quality_data import GSM8K, GSM8K_TRAIN, Seq, Task, gsm8k_perturb_task, gsm8k_task  # noqa: E402
 
 from goalrm.frozen_trunk import trunk_states  # noqa: E402
@@ -138,3 +139,7 @@ def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypat
     assert [s for s, _ in row["curve"]] == [4]  # max_steps 4 < eval_every: the final step only
     assert abs(row["curve"][-1][1] - row["pairwise_accuracy"]) <= 1 / row["eval_pairs"]  # other batches, same model
     assert "filtering" not in row  # majority voting needs several solutions per question
+    zero = {**row, "localization": {**loc, "detect_at_1": 0.0, "detection_delay": None}}
+    cells = {h: get(zero) for h, get in columns("gsm8k_perturb")[1:]}
+    assert cells["localization detect_at_1"] == 0.0  # measured zero, shown as 0, not as "-"
+    assert cells["localization detection_delay"] != cells["localization detection_delay"]  # None: NaN, shown "-"
