@@ -10,10 +10,11 @@ order and the same number of steps: the setting is the only difference.
     python bench/quality.py --task gsm8k --settings bt paper infonce --seeds 0 1 2
     python bench/quality.py --task hh --settings bt paper --seeds 0 1 2
     python bench/quality.py --task gsm8k_perturb --cut 24 --settings bt paper --seeds 0 1 2
+    python bench/quality.py --task gsm8k_perturb --cut 24 --settings lm   # the untrained LM as a verifier
     python bench/quality.py --table          # mean ± std over seeds of everything recorded
 
 Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
-task, setting, seed and --cut); delete the file after changing a config.
+task and its number of pairs, setting, seed and --cut); delete the file after changing a config.
 """
 
 import argparse
@@ -41,6 +42,8 @@ from goalrm.train.schedule import warmup_cosine
 
 from quality_cache import trunk_cache  # bench/, on the path when a bench script runs
 from quality_data import GSM8K, GSM8K_TRAIN, HH, gsm8k_perturb_task, gsm8k_task, hh_task, question_ids
+from quality_lm import lm_metrics, load_lm, token_logprobs, top_lm
+from quality_table import pairs_of, print_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / "goalrm" / "configs"
 RESULTS = Path("runs/quality/results.jsonl")
@@ -55,6 +58,7 @@ SETTINGS = {
     "paper-late": {"loss": {"sampling": {"strategy": "late"}}},
     "paper-mean-goal": {"loss": {"sampling": {"goal": "mean"}}},
     "paper-projection": {"model": {"projection_dim": 128}},
+    "lm": None,  # no training: the base LM's own token log-probabilities (bench/quality_lm.py)
 }
 
 
@@ -181,7 +185,23 @@ def export(model, cfg, task, states, offsets, train_pairs, cut, out_dir):
     print(f"exported {out_dir}", flush=True)
 
 
+def lm_reference(task, states, offsets, args, seed):
+    """The untrained LM's own token log-probabilities, scored like a reward model (bench/quality_lm.py)."""
+    cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"))
+    train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
+    t0 = time.perf_counter()
+    lm = top_lm(load_lm(cfg.model.name_or_path), args.cut)
+    traces = dict(zip(eval_seqs, token_logprobs(lm, lambda idx: features(states, offsets, task, idx), task, eval_seqs)))
+    return {
+        "task": task.name, "pairs": len(task.pairs), "setting": "lm", "seed": seed, "cut": args.cut, "steps": 0,
+        "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "eval_seqs": len(eval_seqs), "final_loss": None,
+        "curve": [], "seconds": round(time.perf_counter() - t0, 1), **lm_metrics(traces, task, eval_pairs, eval_seqs, FRACTIONS),
+    }
+
+
 def run(task, states, offsets, args, setting, seed):
+    if setting == "lm":
+        return lm_reference(task, states, offsets, args, seed)
     cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": {"seed": seed}})
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
     torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
@@ -193,7 +213,7 @@ def run(task, states, offsets, args, setting, seed):
     if args.export:
         export(model, cfg, task, states, offsets, train_pairs, args.cut, os.path.join(args.export, f"{task.name}-{setting}-seed{seed}"))
     return {
-        "task": task.name, "setting": setting, "seed": seed, "cut": args.cut, "steps": cfg.train.max_steps,
+        "task": task.name, "pairs": len(task.pairs), "setting": setting, "seed": seed, "cut": args.cut, "steps": cfg.train.max_steps,
         "micro_batch": cfg.train.micro_batch_size, "lr": cfg.train.lr, "train_pairs": len(train_pairs),
         "eval_pairs": len(eval_pairs), "eval_seqs": len(eval_seqs), "final_loss": final_loss, "curve": curve,
         "seconds": round(time.perf_counter() - t0, 1), **metrics,
@@ -204,7 +224,12 @@ def done_runs() -> set:
     if not RESULTS.exists():
         return set()
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-    return {(r["task"], r["setting"], r["seed"], r["cut"]) for r in rows}
+    return {run_key(r) for r in rows}
+
+
+def run_key(row) -> tuple:
+    """What makes two runs the same run: task and its size, setting, seed, cut."""
+    return row["task"], pairs_of(row), row["setting"], row["seed"], row["cut"]
 
 
 def main(argv=None):
@@ -221,8 +246,6 @@ def main(argv=None):
     p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
     args = p.parse_args(argv)
     if args.table:
-        from quality_table import print_table
-
         return print_table(RESULTS)
     if args.task is None:
         p.error("--task is required unless --table")
@@ -242,7 +265,7 @@ def main(argv=None):
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:  # seed-major: an interrupted sweep has every setting for the seeds it finished
         for setting in args.settings:
-            if (task.name, setting, seed, args.cut) in done:
+            if (task.name, len(task.pairs), setting, seed, args.cut) in done:
                 continue
             row = run(task, states, offsets, args, setting, seed)
             with open(RESULTS, "a") as f:  # one whole line per finished run

@@ -13,8 +13,17 @@ def _ms(values) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
-def _or_nan(v) -> float:
-    return float("nan") if v is None else v
+def pairs_of(row) -> int:
+    """The task's size; rows from before "pairs" was recorded have it as train + eval pairs."""
+    return row.get("pairs", row["train_pairs"] + row["eval_pairs"])
+
+
+def _at(row, *keys) -> float:
+    """row[k1][k2]...; NaN (shown as "-") where a run has no such value: None (no detection to time),
+    or a metric its setting does not make (the untrained `lm` has no loss, no reward head)."""
+    for k in keys:
+        row = row.get(k) if isinstance(row, dict) else None
+    return float("nan") if row is None else row
 
 
 def columns(task: str):
@@ -22,29 +31,28 @@ def columns(task: str):
     cols = [("seeds", None), ("pairwise acc", lambda r: r["pairwise_accuracy"]), ("AUROC (reward)", lambda r: r["auroc"])]
     if task == "gsm8k":
         cols += [(f"prefix AUROC Q {f}", lambda r, f=f: r["prefix_auroc_q"][f]) for f in ("0.25", "0.5", "0.75", "1.0")]
-        cols += [(f"prefix AUROC reward {f}", lambda r, f=f: r["prefix_auroc_reward"][f]) for f in ("0.25", "0.5", "0.75")]
+        cols += [(f"prefix AUROC reward {f}", lambda r, f=f: _at(r, "prefix_auroc_reward", f)) for f in ("0.25", "0.5", "0.75")]
         cols += [
-            ("tokens saved (q=0.1)", lambda r: r["filtering"]["0.1"]["tokens_saved"]),
-            ("maj. acc before", lambda r: r["filtering"]["0.1"]["accuracy_before"]),
-            ("maj. acc after (q=0.1)", lambda r: r["filtering"]["0.1"]["accuracy_after"]),
+            ("tokens saved (q=0.1)", lambda r: _at(r, "filtering", "0.1", "tokens_saved")),
+            ("maj. acc before", lambda r: _at(r, "filtering", "0.1", "accuracy_before")),
+            ("maj. acc after (q=0.1)", lambda r: _at(r, "filtering", "0.1", "accuracy_after")),
         ]
     if task == "gsm8k_perturb":
         cols += [(f"prefix AUROC Q {f}", lambda r, f=f: r["prefix_auroc_q"][f]) for f in ("0.25", "0.5", "0.75")]
         loc = ("auroc", "detect_at_1", "detect_at_4", "detect_at_16", "detection_delay", "tokens_saved_at_5pct")
-        # None (no detection to time) shows as "-"; a measured 0.0 stays 0.0
-        cols += [(f"localization {k}", lambda r, k=k: _or_nan(r["localization"].get(k))) for k in loc]
-        cols += [("BT loss (last 20 steps)", lambda r: r["final_loss"]["bt_loss"])]
+        cols += [(f"localization {k}", lambda r, k=k: _at(r, "localization", k)) for k in loc]  # a measured 0.0 stays 0.0
+        cols += [("BT loss (last 20 steps)", lambda r: _at(r, "final_loss", "bt_loss"))]
     return cols
 
 
 def print_table(path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by = defaultdict(list)
-    for r in rows:
-        by[(r["task"], r["setting"])].append(r)
+    for r in rows:  # runs on a task of another size are another experiment
+        by[((r["task"], pairs_of(r)), r["setting"])].append(r)
     for task in sorted({t for t, _ in by}):
-        cols = columns(task)
-        print(f"\n{task}\n\n| setting | " + " | ".join(h for h, _ in cols) + " |")
+        cols = columns(task[0])
+        print(f"\n{task[0]} ({task[1]} pairs)\n\n| setting | " + " | ".join(h for h, _ in cols) + " |")
         print("|---" * (len(cols) + 1) + "|")
         for (t, setting), runs in by.items():
             if t == task:

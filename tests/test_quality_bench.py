@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import quality  # noqa: E402
 import quality_cache  # noqa: E402
+import quality_lm  # noqa: E402
 from quality_table import columns  # noqa: E402
 from quality_data import GSM8K, GSM8K_TRAIN, Seq, Task, gsm8k_perturb_task, gsm8k_task  # noqa: E402
 
@@ -143,3 +144,46 @@ def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypat
     cells = {h: get(zero) for h, get in columns("gsm8k_perturb")[1:]}
     assert cells["localization detect_at_1"] == 0.0  # measured zero, shown as 0, not as "-"
     assert cells["localization detection_delay"] != cells["localization detection_delay"]  # None: NaN, shown "-"
+
+
+def test_the_lm_reference_over_trunk_states_equals_the_whole_lm_on_token_ids():
+    task, _, _ = _tiny_task("gsm8k_perturb")
+    torch.manual_seed(0)
+    lm = quality_lm.load_lm("tiny")
+    seqs = task.seqs[:7]  # lengths 10-23: batches of 3 are right-padded
+    # the input of decoder layer 1, from the whole LM: hidden_states[1]
+    states = torch.cat([lm(torch.tensor([s.ids]), output_hidden_states=True).hidden_states[1][0] for s in seqs]).detach()
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor([len(s.ids) for s in seqs]).cumsum(0)])
+    want = []
+    for s in seqs:  # log p of each completion token, from the whole LM on the ids
+        logp = torch.log_softmax(lm(torch.tensor([s.ids])).logits[0], -1)
+        want.append(torch.stack([logp[t - 1, s.ids[t]] for t in range(s.start, len(s.ids))]))
+    top = quality_lm.top_lm(lm, 1)
+    got = quality_lm.token_logprobs(top, lambda idx: quality.features(states, offsets, task, idx), task, list(range(7)), batch=3)
+    assert [len(g) for g in got] == [len(s.ids) - s.start for s in seqs]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_the_lm_reference_scores_a_completion_by_its_mean_token_log_probability():
+    seqs = [Seq([1] * 6, 2, "q0", True), Seq([1] * 6, 2, "q0", False, error=1),
+            Seq([1] * 6, 2, "q1", True), Seq([1] * 6, 2, "q1", False, error=0)]
+    task = Task("gsm8k_perturb", seqs, [(0, 1), (2, 3)])
+    traces = {0: torch.tensor([-1.0, -1.0, -1.0, -1.0]), 1: torch.tensor([-1.0, -5.0, -1.0, -1.0]),  # mean -2 < -1
+              2: torch.tensor([-3.0, -3.0, -3.0, -3.0]), 3: torch.tensor([-1.0, -1.0, -1.0, -2.0])}  # mean -1.25 > -3
+    m = quality_lm.lm_metrics(traces, task, task.pairs, [0, 1, 2, 3], (0.25, 1.0))
+    assert m["pairwise_accuracy"] == 0.5
+    # the first token alone: chosen -1, -3 against rejected -1, -1: two ties (half each) in four comparisons
+    assert m["prefix_auroc_q"]["0.25"] == 0.25
+    assert m["prefix_auroc_q"]["1.0"] == m["auroc"] == 0.5  # means: chosen -1, -3 against rejected -2, -1.25
+    assert m["localization"]["n_with_first_error"] == 2
+
+
+def test_a_quality_run_of_the_lm_reference_trains_nothing_and_reports_localization(monkeypatch):
+    task, states, offsets = _tiny_task("gsm8k_perturb")
+    args = _tiny_configs(monkeypatch)
+    row = quality.run(task, states, offsets, args, "lm", 0)
+    assert row["setting"] == "lm" and row["steps"] == 0 and row["final_loss"] is None
+    assert row["localization"]["n_with_first_error"] == row["eval_pairs"] > 0
+    cells = {h: get(row) for h, get in columns("gsm8k_perturb")[1:]}
+    assert cells["BT loss (last 20 steps)"] != cells["BT loss (last 20 steps)"]  # no loss: NaN, shown "-"
