@@ -14,7 +14,7 @@ order and the same number of steps: the setting is the only difference.
     python bench/quality.py --table          # mean ± std over seeds of everything recorded
 
 Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
-task and its number of pairs, setting, seed and --cut); delete the file after changing a config.
+task and its number of pairs, setting, seed, --cut and learning rate); delete the file after changing a config.
 """
 
 import argparse
@@ -193,7 +193,7 @@ def lm_reference(task, states, offsets, args, seed):
     lm = top_lm(load_lm(cfg.model.name_or_path), args.cut)
     traces = dict(zip(eval_seqs, token_logprobs(lm, lambda idx: features(states, offsets, task, idx), task, eval_seqs)))
     return {
-        "task": task.name, "pairs": len(task.pairs), "setting": "lm", "seed": seed, "cut": args.cut, "steps": 0,
+        "task": task.name, "pairs": len(task.pairs), "setting": "lm", "seed": seed, "cut": args.cut, "steps": 0, "lr": None,
         "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "eval_seqs": len(eval_seqs), "final_loss": None,
         "curve": [], "seconds": round(time.perf_counter() - t0, 1), **lm_metrics(traces, task, eval_pairs, eval_seqs, FRACTIONS),
     }
@@ -202,7 +202,8 @@ def lm_reference(task, states, offsets, args, seed):
 def run(task, states, offsets, args, setting, seed):
     if setting == "lm":
         return lm_reference(task, states, offsets, args, seed)
-    cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": {"seed": seed}})
+    train_overrides = {"seed": seed, **({"lr": args.lr} if args.lr else {})}
+    cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": train_overrides})
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
     torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
     model = top_only(build_model(cfg.model.name_or_path, cfg.model.heads()), args.cut)
@@ -228,8 +229,8 @@ def done_runs() -> set:
 
 
 def run_key(row) -> tuple:
-    """What makes two runs the same run: task and its size, setting, seed, cut."""
-    return row["task"], pairs_of(row), row["setting"], row["seed"], row["cut"]
+    """What makes two runs the same run: task and its size, setting, seed, cut, learning rate."""
+    return row["task"], pairs_of(row), row["setting"], row["seed"], row["cut"], row.get("lr")  # lm rows once had none
 
 
 def main(argv=None):
@@ -241,6 +242,7 @@ def main(argv=None):
     p.add_argument("--eval-fraction", type=float, default=0.25)
     p.add_argument("--hh-pairs", type=int, default=600)
     p.add_argument("--perturb-pairs", type=int, default=1000, help="gsm8k_perturb: questions (one pair each)")
+    p.add_argument("--lr", type=float, default=None, help="overrides the config's train.lr (recorded with each run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", default="", help="also save each run's model, whole, under this folder")
     p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
@@ -265,7 +267,8 @@ def main(argv=None):
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:  # seed-major: an interrupted sweep has every setting for the seeds it finished
         for setting in args.settings:
-            if (task.name, len(task.pairs), setting, seed, args.cut) in done:
+            lr = None if setting == "lm" else args.lr or cfg.train.lr
+            if (task.name, len(task.pairs), setting, seed, args.cut, lr) in done:
                 continue
             row = run(task, states, offsets, args, setting, seed)
             with open(RESULTS, "a") as f:  # one whole line per finished run

@@ -113,7 +113,7 @@ def _tiny_configs(monkeypatch):
         return real(path, overrides)
 
     monkeypatch.setattr(quality, "load_config", tiny_config)
-    return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": ""})()
+    return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": "", "lr": None})()
 
 
 def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch):
