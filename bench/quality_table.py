@@ -15,7 +15,12 @@ def _ms(values) -> str:
 
 def pairs_of(row) -> int:
     """The task's size; rows from before "pairs" was recorded have it as train + eval pairs."""
-    return row.get("pairs", row["train_pairs"] + row["eval_pairs"])
+    return row["pairs"] if "pairs" in row else row["train_pairs"] + row["eval_pairs"]
+
+
+def label(row) -> str:
+    """A table row's name: the setting, and the learning rate it trained at."""
+    return row["setting"] if row.get("lr") is None else f"{row['setting']}, lr {row['lr']:g}"
 
 
 def _at(row, *keys) -> float:
@@ -48,8 +53,8 @@ def columns(task: str):
 def print_table(path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by = defaultdict(list)
-    for r in rows:  # runs on a task of another size are another experiment
-        by[((r["task"], pairs_of(r)), r["setting"])].append(r)
+    for r in rows:  # runs on a task of another size, or at another learning rate, are another experiment
+        by[((r["task"], pairs_of(r)), label(r))].append(r)
     for task in sorted({t for t, _ in by}):
         cols = columns(task[0])
         print(f"\n{task[0]} ({task[1]} pairs)\n\n| setting | " + " | ".join(h for h, _ in cols) + " |")

@@ -1,6 +1,7 @@
 """bench/quality.py's pieces: the split on the real data (skipped without ../shared/data), the
 resumable trunk cache, and whole runs on a tiny model over cached trunk states."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import quality  # noqa: E402
 import quality_cache  # noqa: E402
 import quality_lm  # noqa: E402
-from quality_table import columns  # noqa: E402
+from quality_table import columns, print_table  # noqa: E402
 from quality_data import GSM8K, GSM8K_TRAIN, Seq, Task, gsm8k_perturb_task, gsm8k_task  # noqa: E402
 
 from goalrm.frozen_trunk import trunk_states  # noqa: E402
@@ -187,3 +188,18 @@ def test_a_quality_run_of_the_lm_reference_trains_nothing_and_reports_localizati
     assert row["localization"]["n_with_first_error"] == row["eval_pairs"] > 0
     cells = {h: get(row) for h, get in columns("gsm8k_perturb")[1:]}
     assert cells["BT loss (last 20 steps)"] != cells["BT loss (last 20 steps)"]  # no loss: NaN, shown "-"
+
+
+def test_the_table_keeps_runs_of_another_task_size_or_learning_rate_apart(tmp_path, capsys):
+    def row(seed, lr, pairs, acc):
+        return {"task": "hh", "setting": "bt", "seed": seed, "lr": lr, "pairs": pairs, "pairwise_accuracy": acc, "auroc": acc}
+
+    rows = [row(0, 1e-4, 100, 0.6), row(1, 1e-4, 100, 0.8), row(0, 2e-5, 100, 0.1), row(0, 1e-4, 300, 0.9),
+            {**row(0, None, 100, 0.5), "setting": "lm"}]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print_table(path)
+    out = capsys.readouterr().out
+    assert "hh (100 pairs)" in out and "hh (300 pairs)" in out
+    assert "| bt, lr 0.0001 | 2 | 0.700 ± 0.141 |" in out  # the two seeds at one size and rate, nothing else
+    assert "| bt, lr 2e-05 | 1 | 0.100 ± 0.000 |" in out and "| lm | 1 | 0.500 ± 0.000 |" in out
