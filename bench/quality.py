@@ -14,7 +14,7 @@ order and the same number of steps: the setting is the only difference.
     python bench/quality.py --table          # mean ± std over seeds of everything recorded
 
 Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
-task and its number of pairs, setting, seed, --cut and learning rate); delete the file after changing a config.
+task and its number of pairs, setting, seed, --cut, learning rate and steps); delete the file after changing a config.
 """
 
 import argparse
@@ -202,7 +202,7 @@ def lm_reference(task, states, offsets, args, seed):
 def run(task, states, offsets, args, setting, seed):
     if setting == "lm":
         return lm_reference(task, states, offsets, args, seed)
-    train_overrides = {"seed": seed, **({"lr": args.lr} if args.lr else {})}
+    train_overrides = {"seed": seed, **({"lr": args.lr} if args.lr else {}), **({"max_steps": args.steps} if args.steps else {})}
     cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": train_overrides})
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
     torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
@@ -229,8 +229,8 @@ def done_runs() -> set:
 
 
 def run_key(row) -> tuple:
-    """What makes two runs the same run: task and its size, setting, seed, cut, learning rate."""
-    return row["task"], pairs_of(row), row["setting"], row["seed"], row["cut"], row.get("lr")  # lm rows once had none
+    """What makes two runs the same run: task and its size, setting, seed, cut, learning rate, steps."""
+    return row["task"], pairs_of(row), row["setting"], row["seed"], row["cut"], row.get("lr"), row["steps"]  # lm rows once had no lr
 
 
 def main(argv=None):
@@ -243,6 +243,7 @@ def main(argv=None):
     p.add_argument("--hh-pairs", type=int, default=600)
     p.add_argument("--perturb-pairs", type=int, default=1000, help="gsm8k_perturb: questions (one pair each)")
     p.add_argument("--lr", type=float, default=None, help="overrides the config's train.lr (recorded with each run)")
+    p.add_argument("--steps", type=int, default=None, help="overrides the config's train.max_steps (recorded with each run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", default="", help="also save each run's model, whole, under this folder")
     p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
@@ -267,8 +268,8 @@ def main(argv=None):
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:  # seed-major: an interrupted sweep has every setting for the seeds it finished
         for setting in args.settings:
-            lr = None if setting == "lm" else args.lr or cfg.train.lr
-            if (task.name, len(task.pairs), setting, seed, args.cut, lr) in done:
+            lr, steps = (None, 0) if setting == "lm" else (args.lr or cfg.train.lr, args.steps or cfg.train.max_steps)
+            if (task.name, len(task.pairs), setting, seed, args.cut, lr, steps) in done:
                 continue
             row = run(task, states, offsets, args, setting, seed)
             with open(RESULTS, "a") as f:  # one whole line per finished run

@@ -19,8 +19,8 @@ def pairs_of(row) -> int:
 
 
 def label(row) -> str:
-    """A table row's name: the setting, and the learning rate it trained at."""
-    return row["setting"] if row.get("lr") is None else f"{row['setting']}, lr {row['lr']:g}"
+    """A table row's name: the setting, and the learning rate and steps it trained with."""
+    return row["setting"] if row.get("lr") is None else f"{row['setting']}, lr {row['lr']:g}, {row['steps']} steps"
 
 
 def _at(row, *keys) -> float:
@@ -53,7 +53,7 @@ def columns(task: str):
 def print_table(path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by = defaultdict(list)
-    for r in rows:  # runs on a task of another size, or at another learning rate, are another experiment
+    for r in rows:  # runs on a task of another size, or at another learning rate or length, are another experiment
         by[((r["task"], pairs_of(r)), label(r))].append(r)
     for task in sorted({t for t, _ in by}):
         cols = columns(task[0])
