@@ -9,9 +9,10 @@ order and the same number of steps: the setting is the only difference.
 
     python bench/quality.py --task gsm8k --settings bt paper infonce --seeds 0 1 2
     python bench/quality.py --task hh --settings bt paper --seeds 0 1 2
-    python bench/quality.py --task gsm8k_perturb --cut 24 --settings bt paper --seeds 0 1 2
-    python bench/quality.py --task gsm8k_perturb --cut 24 --settings lm   # the untrained LM as a verifier
+    python bench/quality.py --task gsm8k_perturb --cut 24 --perturb-pairs 3000 --settings lm bt paper --seeds 0 1 2
     python bench/quality.py --table          # mean ± std over seeds of everything recorded
+
+`lm` trains nothing: the untrained LM's own token log-probabilities, scored like a reward model.
 
 Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
 task and its number of pairs, setting, seed, --cut, learning rate and steps); delete the file after changing a config.
