@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from goalrm.config import load_config
+from goalrm.console import counting
 from goalrm.frozen_trunk import merge_top, top_only
 from goalrm.losses import reward_model_loss
 from goalrm.metrics import auroc, pairwise_accuracy
@@ -84,22 +85,25 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None):
     lengths = [max(len(task.seqs[c].ids), len(task.seqs[r].ids)) for c, r in pairs] if cfg.data.group_by_length else None
     model.train()
     losses, curve = [], []
-    for step in range(cfg.train.max_steps):
-        batch = [pairs[i] for i in micro_batch_indices(step, 0, 0, 1, len(pairs), cfg.train.micro_batch_size, 1, seed, lengths)]
-        emb, mask, start, end = features(states, offsets, task, [c for c, _ in batch] + [r for _, r in batch])
-        seqs = [(task.seqs[c], task.seqs[r]) for c, r in batch]
-        div = torch.tensor([divergence(c.ids, c.start, r.ids, r.start) for c, r in seqs])
-        out = model(None, mask, with_reps=True, inputs_embeds=emb)
-        loss, parts = reward_model_loss(out.rewards, out.reps, start, end, cfg.loss, gen, div)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
-        opt.step()
-        sched.step()
-        losses.append({k: float(v) for k, v in parts.items()})
-        if probe is not None and ((step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps):
-            curve.append((step + 1, probe()))
-            model.train()
+    with counting(cfg.train.max_steps, "step") as bar:  # a bar with ETA on a terminal; the curve lines in a log
+        for step in range(cfg.train.max_steps):
+            batch = [pairs[i] for i in micro_batch_indices(step, 0, 0, 1, len(pairs), cfg.train.micro_batch_size, 1, seed, lengths)]
+            emb, mask, start, end = features(states, offsets, task, [c for c, _ in batch] + [r for _, r in batch])
+            seqs = [(task.seqs[c], task.seqs[r]) for c, r in batch]
+            div = torch.tensor([divergence(c.ids, c.start, r.ids, r.start) for c, r in seqs])
+            out = model(None, mask, with_reps=True, inputs_embeds=emb)
+            loss, parts = reward_model_loss(out.rewards, out.reps, start, end, cfg.loss, gen, div)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+            opt.step()
+            sched.step()
+            losses.append({k: float(v) for k, v in parts.items()})
+            bar.update_to(step + 1)
+            if probe is not None and ((step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps):
+                curve.append((step + 1, probe()))
+                bar.write(f"step {step + 1}/{cfg.train.max_steps}: held-out pair accuracy {curve[-1][1]:.3f}")
+                model.train()
     tail = losses[-20:]
     return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}, curve
 

@@ -131,10 +131,11 @@ def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch
         assert saved == sorted(saved)  # a higher threshold stops more tokens
 
 
-def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypatch):
+def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypatch, capsys):
     task, states, offsets = _tiny_task("gsm8k_perturb")
     args = _tiny_configs(monkeypatch)
     row = quality.run(task, states, offsets, args, "paper", 0)
+    assert f"step 4/4: held-out pair accuracy {row['curve'][-1][1]:.3f}" in capsys.readouterr().out  # as it is measured
     loc = row["localization"]
     assert loc["n_with_first_error"] == row["eval_pairs"] > 0
     assert 0 <= loc["tokens_saved_at_5pct"] <= 1 and 0 <= loc["auroc"] <= 1
