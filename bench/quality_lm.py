@@ -12,9 +12,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from goalrm.backbones import resolve
-from goalrm.tiny import TINY_NAME, tiny_config
 from goalrm.localization import localization
 from goalrm.metrics import auroc, pairwise_accuracy
+from goalrm.qvalues import prefix_mean_q
+from goalrm.tiny import TINY_NAME, tiny_config
 
 
 def load_lm(name_or_path: str):
@@ -48,9 +49,9 @@ def token_logprobs(lm, features, task, idx, batch: int = 8) -> list[torch.Tensor
 
 
 def prefix_mean(trace: torch.Tensor, fraction: float) -> float:
-    """Mean over the leading `fraction` of a completion (at least one token), as prefix_mean_q reads Q."""
-    n = max(1, int(torch.ceil(torch.tensor(len(trace) * fraction)).item()))
-    return float(trace[:n].mean())
+    """Mean over the leading `fraction` of a completion, read as goalrm reads Q (prefix_mean_q)."""
+    n = torch.tensor([len(trace)])
+    return float(prefix_mean_q(trace.unsqueeze(0), torch.zeros_like(n), n, fraction)[0])
 
 
 def lm_metrics(traces: dict, task, eval_pairs, eval_seqs, fractions) -> dict:
