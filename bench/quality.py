@@ -207,7 +207,8 @@ def lm_reference(task, states, offsets, args, seed):
 def run(task, states, offsets, args, setting, seed):
     if setting == "lm":
         return lm_reference(task, states, offsets, args, seed)
-    train_overrides = {"seed": seed, **({"lr": args.lr} if args.lr else {}), **({"max_steps": args.steps} if args.steps else {})}
+    given = {"lr": args.lr, "max_steps": args.steps, "eval_every": args.eval_every}
+    train_overrides = {"seed": seed, **{k: v for k, v in given.items() if v}}
     cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": train_overrides})
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
     torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
@@ -249,6 +250,8 @@ def main(argv=None):
     p.add_argument("--perturb-pairs", type=int, default=1000, help="gsm8k_perturb: questions (one pair each)")
     p.add_argument("--lr", type=float, default=None, help="overrides the config's train.lr (recorded with each run)")
     p.add_argument("--steps", type=int, default=None, help="overrides the config's train.max_steps (recorded with each run)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="overrides train.eval_every: how often the curve is measured (a held-out pass each time; not part of a run's key)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", default="", help="also save each run's model, whole, under this folder")
     p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")

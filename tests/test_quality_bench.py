@@ -114,7 +114,7 @@ def _tiny_configs(monkeypatch):
         return real(path, overrides)
 
     monkeypatch.setattr(quality, "load_config", tiny_config)
-    return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": "", "lr": None, "steps": None})()
+    return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": "", "lr": None, "steps": None, "eval_every": None})()
 
 
 def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch):
@@ -142,6 +142,8 @@ def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypat
     assert [s for s, _ in row["curve"]] == [4]  # max_steps 4 < eval_every: the final step only
     assert abs(row["curve"][-1][1] - row["pairwise_accuracy"]) <= 1 / row["eval_pairs"]  # other batches, same model
     assert "filtering" not in row  # majority voting needs several solutions per question
+    args.eval_every = 2
+    assert [s for s, _ in quality.run(task, states, offsets, args, "bt", 0)["curve"]] == [2, 4]  # --eval-every
     zero = {**row, "localization": {**loc, "detect_at_1": 0.0, "detection_delay": None}}
     cells = {h: get(zero) for h, get in columns("gsm8k_perturb")[1:]}
     assert cells["localization detect_at_1"] == 0.0  # measured zero, shown as 0, not as "-"
