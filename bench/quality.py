@@ -14,6 +14,9 @@ order and the same number of steps: the setting is the only difference.
 
 `lm` trains nothing: the untrained LM's own token log-probabilities, scored like a reward model.
 
+`--device cuda` (or `auto` where torch sees a GPU) computes the cache and trains on the GPU, one batch of
+cached states moved at a time; there `--cut 0` trains all 30 decoder layers (the embeddings stay frozen).
+
 Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
 task and its number of pairs, setting, seed, --cut, learning rate and steps); delete the file after changing a config.
 """
@@ -27,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from goalrm.config import load_config
+from goalrm.config import ConfigError, load_config
+from goalrm.device import DEVICES, resolve_device
 from goalrm.console import counting
 from goalrm.frozen_trunk import merge_top, top_only
 from goalrm.losses import reward_model_loss
@@ -64,15 +68,16 @@ SETTINGS = {
 }
 
 
-def features(states, offsets, task, idx):
-    """Padded trunk states of sequences `idx` (right padding), their mask and completion spans."""
+def features(states, offsets, task, idx, device):
+    """Padded trunk states of sequences `idx` (right padding), their mask and completion spans, on
+    `device` (the cache stays in host memory; one batch at a time moves)."""
     lengths = [int(offsets[i + 1] - offsets[i]) for i in idx]
-    emb = torch.zeros(len(idx), max(lengths), states.shape[1])
+    emb = torch.zeros(len(idx), max(lengths), states.shape[1], dtype=torch.float32)
     mask = torch.zeros(len(idx), max(lengths), dtype=torch.long)
     for j, (i, n) in enumerate(zip(idx, lengths)):
         emb[j, :n], mask[j, :n] = states[offsets[i] : offsets[i + 1]], 1
-    start = torch.tensor([task.seqs[i].start for i in idx])
-    return emb, mask, start, torch.tensor(lengths)
+    start = torch.tensor([task.seqs[i].start for i in idx], dtype=torch.long)
+    return emb.to(device), mask.to(device), start.to(device), torch.tensor(lengths, dtype=torch.long, device=device)
 
 
 def train(model, cfg, task, states, offsets, pairs, seed, probe=None):
@@ -81,16 +86,17 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps))
-    gen = sampling_generator(seed, 0, next(model.parameters()).device)  # as the training loop seeds rank 0
+    device = next(model.parameters()).device
+    gen = sampling_generator(seed, 0, device)  # as the training loop seeds rank 0
     lengths = [max(len(task.seqs[c].ids), len(task.seqs[r].ids)) for c, r in pairs] if cfg.data.group_by_length else None
     model.train()
     losses, curve = [], []
     with counting(cfg.train.max_steps, "step") as bar:  # a bar with ETA on a terminal; the curve lines in a log
         for step in range(cfg.train.max_steps):
             batch = [pairs[i] for i in micro_batch_indices(step, 0, 0, 1, len(pairs), cfg.train.micro_batch_size, 1, seed, lengths)]
-            emb, mask, start, end = features(states, offsets, task, [c for c, _ in batch] + [r for _, r in batch])
+            emb, mask, start, end = features(states, offsets, task, [c for c, _ in batch] + [r for _, r in batch], device)
             seqs = [(task.seqs[c], task.seqs[r]) for c, r in batch]
-            div = torch.tensor([divergence(c.ids, c.start, r.ids, r.start) for c, r in seqs])
+            div = torch.tensor([divergence(c.ids, c.start, r.ids, r.start) for c, r in seqs], dtype=torch.long, device=device)
             out = model(None, mask, with_reps=True, inputs_embeds=emb)
             loss, parts = reward_model_loss(out.rewards, out.reps, start, end, cfg.loss, gen, div)
             opt.zero_grad(set_to_none=True)
@@ -110,15 +116,18 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None):
 
 @torch.no_grad()
 def forward_all(model, task, states, offsets, idx, goal=None, batch=32):
-    """Per sequence: reward, reward at each prefix fraction, last-token rep; and Q traces when a goal is given."""
+    """Per sequence: reward, reward at each prefix fraction, last-token rep; and Q traces when a goal is given.
+    Everything returned is on the CPU."""
     model.eval()
+    device = next(model.parameters()).device
+    goal = None if goal is None else goal.to(device)
     out = {"reward": [], "prefix_reward": {f: [] for f in FRACTIONS}, "final": [], "prefix_q": {f: [] for f in FRACTIONS}, "q": []}
     for b in range(0, len(idx), batch):
-        emb, mask, start, end = features(states, offsets, task, idx[b : b + batch])
+        emb, mask, start, end = features(states, offsets, task, idx[b : b + batch], device)
         res = model(None, mask, with_reps=True, inputs_embeds=emb)
-        rows = torch.arange(len(start))
+        rows = torch.arange(len(start), device=device)
         out["reward"] += res.rewards.tolist()
-        out["final"].append(final_token_reps(res.reps, res.last_index))
+        out["final"].append(final_token_reps(res.reps, res.last_index).cpu())
         for f in FRACTIONS:  # the reward head read at the prefix's last token: a partial solution's reward
             cut = start + torch.clamp(torch.ceil((end - start).float() * f).long(), min=1) - 1
             out["prefix_reward"][f] += model.head(res.hidden[rows, cut]).squeeze(-1).tolist()
@@ -126,7 +135,7 @@ def forward_all(model, task, states, offsets, idx, goal=None, batch=32):
             q = q_values(res.reps, goal)
             for f in FRACTIONS:
                 out["prefix_q"][f] += prefix_mean_q(q, start, end, f).tolist()
-            out["q"] += [q[j, start[j] : end[j]].numpy() for j in rows]
+            out["q"] += [q[j, start[j] : end[j]].cpu().numpy() for j in rows]
     out["final"] = torch.cat(out["final"])
     return out
 
@@ -195,12 +204,12 @@ def lm_reference(task, states, offsets, args, seed):
     cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"))
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
     t0 = time.perf_counter()
-    lm = top_lm(load_lm(cfg.model.name_or_path), args.cut)
-    traces = dict(zip(eval_seqs, token_logprobs(lm, lambda idx: features(states, offsets, task, idx), task, eval_seqs)))
+    lm = top_lm(load_lm(cfg.model.name_or_path), args.cut).to(args.device)
+    traces = dict(zip(eval_seqs, token_logprobs(lm, lambda idx: features(states, offsets, task, idx, args.device), task, eval_seqs)))
     return {
         "task": task.name, "pairs": len(task.pairs), "setting": "lm", "seed": seed, "cut": args.cut, "steps": 0, "lr": None,
         "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "eval_seqs": len(eval_seqs), "final_loss": None,
-        "curve": [], "seconds": round(time.perf_counter() - t0, 1), **lm_metrics(traces, task, eval_pairs, eval_seqs, FRACTIONS),
+        "curve": [], "seconds": round(time.perf_counter() - t0, 1), "device": args.device.type, **lm_metrics(traces, task, eval_pairs, eval_seqs, FRACTIONS),
     }
 
 
@@ -212,7 +221,7 @@ def run(task, states, offsets, args, setting, seed):
     cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": train_overrides})
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
     torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
-    model = top_only(build_model(cfg.model.name_or_path, cfg.model.heads()), args.cut)
+    model = top_only(build_model(cfg.model.name_or_path, cfg.model.heads()), args.cut).to(args.device)
     t0 = time.perf_counter()
     final_loss, curve = train(model, cfg, task, states, offsets, train_pairs, seed,
                               lambda: held_out_accuracy(model, task, states, offsets, eval_pairs))
@@ -223,7 +232,7 @@ def run(task, states, offsets, args, setting, seed):
         "task": task.name, "pairs": len(task.pairs), "setting": setting, "seed": seed, "cut": args.cut, "steps": cfg.train.max_steps,
         "micro_batch": cfg.train.micro_batch_size, "lr": cfg.train.lr, "train_pairs": len(train_pairs),
         "eval_pairs": len(eval_pairs), "eval_seqs": len(eval_seqs), "final_loss": final_loss, "curve": curve,
-        "seconds": round(time.perf_counter() - t0, 1), **metrics,
+        "seconds": round(time.perf_counter() - t0, 1), "device": args.device.type, **metrics,
     }
 
 
@@ -252,6 +261,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="overrides the config's train.max_steps (recorded with each run)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="overrides train.eval_every: how often the curve is measured (a held-out pass each time; not part of a run's key)")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="where the runs train and the trunk cache is computed (auto: the GPU when torch sees one); "
+                        "on a GPU, --cut 0 trains all 30 decoder layers")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", default="", help="also save each run's model, whole, under this folder")
     p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
@@ -260,6 +272,10 @@ def main(argv=None):
         return print_table(RESULTS)
     if args.task is None:
         p.error("--task is required unless --table")
+    try:
+        args.device = resolve_device(args.device)
+    except ConfigError as e:
+        sys.exit(f"bench/quality.py: {e}")
     source = {"gsm8k": GSM8K, "gsm8k_perturb": GSM8K_TRAIN, "hh": HH}[args.task]
     if not source.exists():
         sys.exit(f"bench/quality.py: {source} is absent; the quality runs need ../shared/data")
@@ -269,7 +285,7 @@ def main(argv=None):
     task = {"gsm8k": lambda: gsm8k_task(tok, cfg.data.max_length),
             "gsm8k_perturb": lambda: gsm8k_perturb_task(tok, cfg.data.max_length, args.perturb_pairs),
             "hh": lambda: hh_task(tok, cfg.data.max_length, args.hh_pairs)}[args.task]()
-    trunk = build_model(cfg.model.name_or_path, tokenizer=tok).eval()
+    trunk = build_model(cfg.model.name_or_path, tokenizer=tok).eval().to(args.device)
     states, offsets = trunk_cache(task, trunk, cfg.model.name_or_path, args.cut, tok.pad_token_id)
     del trunk
     done = done_runs()

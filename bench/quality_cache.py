@@ -35,7 +35,8 @@ def cache_path(task, model_name: str, cut: int) -> Path:
 
 
 def _part_states(task, model, idx, cut, pad_id, batch) -> torch.Tensor:
-    """The trunk states of sequences `idx`, concatenated in that order."""
+    """The trunk states of sequences `idx`, concatenated in that order, in host memory (fp32)."""
+    device = next(model.parameters()).device
     out = []
     for b in range(0, len(idx), batch):
         rows = [task.seqs[i].ids for i in idx[b : b + batch]]
@@ -43,7 +44,7 @@ def _part_states(task, model, idx, cut, pad_id, batch) -> torch.Tensor:
         mask = torch.zeros_like(ids)
         for j, r in enumerate(rows):
             ids[j, : len(r)], mask[j, : len(r)] = torch.tensor(r), 1
-        h = trunk_states(model, ids, mask, cut)
+        h = trunk_states(model, ids.to(device), mask.to(device), cut).to("cpu", torch.float32)
         out += [h[j, : len(r)] for j, r in enumerate(rows)]
     return torch.cat(out)
 

@@ -44,7 +44,7 @@ def token_logprobs(lm, features, task, idx, batch: int = 8) -> list[torch.Tensor
             s, e = int(start[j]), int(end[j])
             targets = task.seqs[idx[b + j]].ids[s:e]
             # the logits at position t predict token t + 1; a prompt is never empty, so s >= 1
-            out.append(logp[j, s - 1 : e - 1].gather(-1, torch.tensor(targets, device=logp.device).unsqueeze(-1)).squeeze(-1))
+            out.append(logp[j, s - 1 : e - 1].gather(-1, torch.tensor(targets, device=logp.device).unsqueeze(-1)).squeeze(-1).cpu())
     return out
 
 

@@ -114,7 +114,8 @@ def _tiny_configs(monkeypatch):
         return real(path, overrides)
 
     monkeypatch.setattr(quality, "load_config", tiny_config)
-    return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": "", "lr": None, "steps": None, "eval_every": None})()
+    return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": "", "lr": None, "steps": None, "eval_every": None,
+                           "device": torch.device("cpu")})()
 
 
 def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch):
@@ -142,6 +143,7 @@ def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypat
     assert [s for s, _ in row["curve"]] == [4]  # max_steps 4 < eval_every: the final step only
     assert abs(row["curve"][-1][1] - row["pairwise_accuracy"]) <= 1 / row["eval_pairs"]  # other batches, same model
     assert "filtering" not in row  # majority voting needs several solutions per question
+    assert row["device"] == "cpu"  # recorded with the run; not part of its key
     args.eval_every = 2
     assert [s for s, _ in quality.run(task, states, offsets, args, "bt", 0)["curve"]] == [2, 4]  # --eval-every
     zero = {**row, "localization": {**loc, "detect_at_1": 0.0, "detection_delay": None}}
@@ -163,7 +165,7 @@ def test_the_lm_reference_over_trunk_states_equals_the_whole_lm_on_token_ids():
         logp = torch.log_softmax(lm(torch.tensor([s.ids])).logits[0], -1)
         want.append(torch.stack([logp[t - 1, s.ids[t]] for t in range(s.start, len(s.ids))]))
     top = quality_lm.top_lm(lm, 1)
-    got = quality_lm.token_logprobs(top, lambda idx: quality.features(states, offsets, task, idx), task, list(range(7)), batch=3)
+    got = quality_lm.token_logprobs(top, lambda idx: quality.features(states, offsets, task, idx, torch.device("cpu")), task, list(range(7)), batch=3)
     assert [len(g) for g in got] == [len(s.ids) - s.start for s in seqs]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w.detach(), atol=1e-5, rtol=1e-5)
@@ -207,3 +209,16 @@ def test_the_table_keeps_runs_of_another_task_size_learning_rate_or_length_apart
     assert "| bt, lr 0.0001, 50 steps | 2 | 0.700 ± 0.141 |" in out  # the two seeds at one size, rate and length
     assert "| bt, lr 2e-05, 50 steps | 1 | 0.100 ± 0.000 |" in out and "| lm | 1 | 0.500 ± 0.000 |" in out
     assert "| bt, lr 0.0001, 99 steps | 1 | 0.300 ± 0.000 |" in out
+
+
+def test_a_batch_is_built_on_the_runs_device_with_explicit_dtypes():
+    task, states, offsets = _tiny_task("gsm8k_perturb")
+    emb, mask, start, end = quality.features(states, offsets, task, [0, 3, 5], torch.device("meta"))
+    assert {t.device.type for t in (emb, mask, start, end)} == {"meta"}  # the cache stays on the host, the batch moves
+    assert (emb.dtype, mask.dtype, start.dtype, end.dtype) == (torch.float32, torch.long, torch.long, torch.long)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_refused_before_any_work(capsys):
+    with pytest.raises(SystemExit, match="torch sees no GPU"):
+        quality.main(["--task", "gsm8k_perturb", "--device", "cuda"])
