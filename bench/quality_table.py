@@ -1,4 +1,4 @@
-"""bench/quality.py's results as mean ± std over seeds, one row per (task, setting)."""
+"""bench/quality.py's results as mean ± std over seeds: a table per (task, its size, cut), a row per setting."""
 
 import json
 import statistics
@@ -53,11 +53,11 @@ def columns(task: str):
 def print_table(path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by = defaultdict(list)
-    for r in rows:  # runs on a task of another size, or at another learning rate or length, are another experiment
-        by[((r["task"], pairs_of(r)), label(r))].append(r)
+    for r in rows:  # runs on a task of another size or cut, or at another learning rate or length, are another experiment
+        by[((r["task"], pairs_of(r), r["cut"]), label(r))].append(r)
     for task in sorted({t for t, _ in by}):
         cols = columns(task[0])
-        print(f"\n{task[0]} ({task[1]} pairs)\n\n| setting | " + " | ".join(h for h, _ in cols) + " |")
+        print(f"\n{task[0]} ({task[1]} pairs, --cut {task[2]})\n\n| setting | " + " | ".join(h for h, _ in cols) + " |")
         print("|---" * (len(cols) + 1) + "|")
         for (t, setting), runs in by.items():
             if t == task:

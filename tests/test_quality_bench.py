@@ -195,18 +195,20 @@ def test_a_quality_run_of_the_lm_reference_trains_nothing_and_reports_localizati
     assert cells["BT loss (last 20 steps)"] != cells["BT loss (last 20 steps)"]  # no loss: NaN, shown "-"
 
 
-def test_the_table_keeps_runs_of_another_task_size_learning_rate_or_length_apart(tmp_path, capsys):
+def test_the_table_keeps_runs_of_another_task_size_cut_learning_rate_or_length_apart(tmp_path, capsys):
     def row(seed, lr, pairs, acc):
-        return {"task": "hh", "setting": "bt", "seed": seed, "lr": lr, "steps": 50, "pairs": pairs, "pairwise_accuracy": acc, "auroc": acc}
+        return {"task": "hh", "setting": "bt", "seed": seed, "lr": lr, "steps": 50, "pairs": pairs, "cut": 28,
+                "pairwise_accuracy": acc, "auroc": acc}
 
     rows = [row(0, 1e-4, 100, 0.6), row(1, 1e-4, 100, 0.8), row(0, 2e-5, 100, 0.1), row(0, 1e-4, 300, 0.9),
-            {**row(0, 1e-4, 100, 0.3), "steps": 99}, {**row(0, None, 100, 0.5), "setting": "lm"}]
+            {**row(0, 1e-4, 100, 0.3), "steps": 99}, {**row(0, None, 100, 0.5), "setting": "lm"}, {**row(2, 1e-4, 100, 0.2), "cut": 26}]
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print_table(path)
     out = capsys.readouterr().out
-    assert "hh (100 pairs)" in out and "hh (300 pairs)" in out
-    assert "| bt, lr 0.0001, 50 steps | 2 | 0.700 ± 0.141 |" in out  # the two seeds at one size, rate and length
+    assert "hh (100 pairs, --cut 28)" in out and "hh (300 pairs, --cut 28)" in out and "hh (100 pairs, --cut 26)" in out
+    assert "| bt, lr 0.0001, 50 steps | 2 | 0.700 ± 0.141 |" in out  # the two seeds at one size, cut, rate and length
+    assert "| bt, lr 0.0001, 50 steps | 1 | 0.200 ± 0.000 |" in out  # seed 2 at cut 26: a table of its own
     assert "| bt, lr 2e-05, 50 steps | 1 | 0.100 ± 0.000 |" in out and "| lm | 1 | 0.500 ± 0.000 |" in out
     assert "| bt, lr 0.0001, 99 steps | 1 | 0.300 ± 0.000 |" in out
 
