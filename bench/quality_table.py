@@ -19,8 +19,11 @@ def pairs_of(row) -> int:
 
 
 def label(row) -> str:
-    """A table row's name: the setting, and the learning rate and steps it trained with."""
-    return row["setting"] if row.get("lr") is None else f"{row['setting']}, lr {row['lr']:g}, {row['steps']} steps"
+    """A table row's name: the setting, and the learning rate, steps and (when not fp32) precision it trained with."""
+    if row.get("lr") is None:
+        return row["setting"]
+    precision = "" if row.get("precision", "fp32") == "fp32" else f", {row['precision']}"
+    return f"{row['setting']}, lr {row['lr']:g}, {row['steps']} steps{precision}"
 
 
 def _at(row, *keys) -> float:

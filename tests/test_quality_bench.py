@@ -115,7 +115,7 @@ def _tiny_configs(monkeypatch):
 
     monkeypatch.setattr(quality, "load_config", tiny_config)
     return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": "", "lr": None, "steps": None, "eval_every": None,
-                           "device": torch.device("cpu")})()
+                           "precision": None, "device": torch.device("cpu")})()
 
 
 def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch):
@@ -150,6 +150,26 @@ def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypat
     cells = {h: get(zero) for h, get in columns("gsm8k_perturb")[1:]}
     assert cells["localization detect_at_1"] == 0.0  # measured zero, shown as 0, not as "-"
     assert cells["localization detection_delay"] != cells["localization detection_delay"]  # None: NaN, shown "-"
+
+
+def test_a_bf16_run_trains_under_autocast_and_is_recorded_as_another_run(monkeypatch):
+    task, states, offsets = _tiny_task("gsm8k_perturb")
+    args = _tiny_configs(monkeypatch)
+    fp32 = quality.run(task, states, offsets, args, "paper", 0)
+    args.precision = "bf16"
+    bf16 = quality.run(task, states, offsets, args, "paper", 0)
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert quality.run_key(fp32) != quality.run_key(bf16)  # not skipped as already done
+    assert quality.run_key({k: v for k, v in fp32.items() if k != "precision"}) == quality.run_key(fp32)  # older rows were fp32
+    # bf16 rounding moves the numbers (autocast is on), and only a little (the weights stay fp32)
+    assert bf16["final_loss"]["bt_loss"] != fp32["final_loss"]["bt_loss"]
+    assert abs(bf16["final_loss"]["loss"] - fp32["final_loss"]["loss"]) < 0.05
+    torch.manual_seed(0)
+    model = quality.top_only(quality.build_model("tiny", quality.load_config(str(quality.CONFIGS / "quality_gsm8k_perturb.yaml")).model.heads()), 1)
+    goal = torch.ones(states.shape[1])
+    ref, out = (quality.forward_all(model, task, states, offsets, [0, 1, 2], goal, precision=p) for p in ("fp32", "bf16"))
+    assert out["final"].dtype == torch.float32 and all(q.dtype == ref["q"][0].dtype for q in out["q"])  # back in fp32
+    assert out["reward"] != ref["reward"] and torch.allclose(torch.tensor(out["reward"]), torch.tensor(ref["reward"]), atol=0.05)
 
 
 def test_the_lm_reference_over_trunk_states_equals_the_whole_lm_on_token_ids():
@@ -201,13 +221,15 @@ def test_the_table_keeps_runs_of_another_task_size_cut_learning_rate_or_length_a
                 "pairwise_accuracy": acc, "auroc": acc}
 
     rows = [row(0, 1e-4, 100, 0.6), row(1, 1e-4, 100, 0.8), row(0, 2e-5, 100, 0.1), row(0, 1e-4, 300, 0.9),
-            {**row(0, 1e-4, 100, 0.3), "steps": 99}, {**row(0, None, 100, 0.5), "setting": "lm"}, {**row(2, 1e-4, 100, 0.2), "cut": 26}]
+            {**row(0, 1e-4, 100, 0.3), "steps": 99}, {**row(0, None, 100, 0.5), "setting": "lm"}, {**row(2, 1e-4, 100, 0.2), "cut": 26},
+            {**row(1, 1e-4, 100, 0.4), "precision": "bf16"}, {**row(0, 1e-4, 100, 0.6), "precision": "fp32"}]
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print_table(path)
     out = capsys.readouterr().out
     assert "hh (100 pairs, --cut 28)" in out and "hh (300 pairs, --cut 28)" in out and "hh (100 pairs, --cut 26)" in out
-    assert "| bt, lr 0.0001, 50 steps | 2 | 0.700 ± 0.141 |" in out  # the two seeds at one size, cut, rate and length
+    assert "| bt, lr 0.0001, 50 steps | 3 | 0.667 ± 0.115 |" in out  # three seeds at one size, cut, rate, length, fp32
+    assert "| bt, lr 0.0001, 50 steps, bf16 | 1 | 0.400 ± 0.000 |" in out
     assert "| bt, lr 0.0001, 50 steps | 1 | 0.200 ± 0.000 |" in out  # seed 2 at cut 26: a table of its own
     assert "| bt, lr 2e-05, 50 steps | 1 | 0.100 ± 0.000 |" in out and "| lm | 1 | 0.500 ± 0.000 |" in out
     assert "| bt, lr 0.0001, 99 steps | 1 | 0.300 ± 0.000 |" in out
