@@ -48,6 +48,10 @@ def quiet_libraries() -> None:
 # host, its monitor thread ends with a ConnectionError. Either way it only watches for a dead controller.
 _NO_STATE_API = "State API may be temporarily unavailable"
 _CLEANER_THREAD = "PlacementGroupCleanerMonitor"
+# Ray Train's controller asks the autoscaling coordinator for its workers' resources every 20 s and warns,
+# with a traceback, when the answer takes over 5 s: on a busy machine. A local Ray has no autoscaler to ask.
+_RESOURCE_REQUEST_LOGGER = "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client"
+_RESOURCE_REQUEST_FAILED = "Failed to send resource request"
 
 
 def quiet_ray_worker() -> None:
@@ -58,6 +62,8 @@ def quiet_ray_worker() -> None:
         return
     cleaner = logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner")
     cleaner.addFilter(lambda record: _NO_STATE_API not in record.getMessage())
+    resource_request = logging.getLogger(_RESOURCE_REQUEST_LOGGER)
+    resource_request.addFilter(lambda record: _RESOURCE_REQUEST_FAILED not in record.getMessage())
     default_hook = threading.excepthook
 
     def hook(args):

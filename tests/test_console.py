@@ -1,6 +1,7 @@
 """The console: report lines printed by the driver from metrics.jsonl, as the controller writes it."""
 
 import json
+import logging
 import threading
 import time
 
@@ -65,3 +66,28 @@ def test_ray_driver_drops_only_the_known_harmless_lines(monkeypatch):
     quiet_ray_driver()  # --verbose: everything
     ray_worker.print_worker_logs({"lines": [many]}, None)
     assert forwarded == [[many]]
+
+
+def test_ray_workers_of_the_local_ray_drop_only_the_known_harmless_warnings(monkeypatch):
+    from goalrm.console import VERBOSE_ENV, quiet_ray_worker
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # the hook replaces it; restored after
+    names = ("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client",
+             "ray.train.v2._internal.execution.controller.placement_group_cleaner")
+    for name in names:
+        monkeypatch.setattr(logging.getLogger(name), "filters", [])  # restored after
+    quiet_ray_worker()
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    for name, harmless in zip(names, ("Failed to send resource request for train-2cc9. If this only happens transiently",
+                                      "State API may be temporarily unavailable")):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        try:
+            logger.warning(harmless)
+            logger.warning("the controller lost its workers")  # anything else still prints
+        finally:
+            logger.removeHandler(handler)
+    assert seen == ["the controller lost its workers"] * 2
