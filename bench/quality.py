@@ -22,6 +22,8 @@ about twice the steps per second on this CPU, and the natural setting on a GPU.
 
 Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
 task and its number of pairs, setting, seed, --cut, learning rate, steps and precision); delete the file after changing a config.
+An unfinished run saves its state at each point of its learning curve (runs/quality/progress/); the same
+command continues it from there.
 """
 
 import argparse
@@ -52,10 +54,12 @@ from goalrm.train.schedule import warmup_cosine
 from quality_cache import trunk_cache  # bench/, on the path when a bench script runs
 from quality_data import GSM8K, GSM8K_TRAIN, HH, gsm8k_perturb_task, gsm8k_task, hh_task, question_ids
 from quality_lm import lm_metrics, load_lm, token_logprobs, top_lm
+from quality_progress import load_progress, progress_file, save_progress
 from quality_table import pairs_of, print_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / "goalrm" / "configs"
 RESULTS = Path("runs/quality/results.jsonl")
+PROGRESS = Path("runs/quality/progress")  # unfinished runs' saved state (bench/quality_progress.py)
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 FILTER_CALIBRATION = (0.05, 0.1, 0.25)  # thresholds: this quantile of min-Q over correct training solutions
 # overrides of goalrm/configs/quality_<task>.yaml; the config's own loss is the paper's form at λ = 0.5
@@ -88,19 +92,23 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def train(model, cfg, task, states, offsets, pairs, seed, probe=None):
+def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=None):
     """The training steps; every `train.eval_every` steps and at the end, `probe()` (a held-out
-    accuracy) is recorded in the curve. Returns (mean of the last 20 steps' losses, curve)."""
+    accuracy) is recorded in the curve and the run's state saved to `progress`, from which an
+    interrupted run continues. Returns (mean of the last 20 steps' losses, curve)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps))
     device = next(model.parameters()).device
     gen = sampling_generator(seed, 0, device)  # as the training loop seeds rank 0
     lengths = [max(len(task.seqs[c].ids), len(task.seqs[r].ids)) for c, r in pairs] if cfg.data.group_by_length else None
+    done, losses, curve = load_progress(progress, model, opt, sched, gen)
     model.train()
-    losses, curve = [], []
     with counting(cfg.train.max_steps, "step") as bar:  # a bar with ETA on a terminal; the curve lines in a log
-        for step in range(cfg.train.max_steps):
+        if done:
+            bar.update_to(done)
+            bar.write(f"continuing from step {done}/{cfg.train.max_steps} ({progress})")
+        for step in range(done, cfg.train.max_steps):
             batch = [pairs[i] for i in micro_batch_indices(step, 0, 0, 1, len(pairs), cfg.train.micro_batch_size, 1, seed, lengths)]
             emb, mask, start, end = features(states, offsets, task, [c for c, _ in batch] + [r for _, r in batch], device)
             seqs = [(task.seqs[c], task.seqs[r]) for c, r in batch]
@@ -115,10 +123,13 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None):
             sched.step()
             losses.append({k: float(v) for k, v in parts.items()})
             bar.update_to(step + 1)
-            if probe is not None and ((step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps):
-                curve.append((step + 1, probe()))
-                bar.write(f"step {step + 1}/{cfg.train.max_steps}: held-out pair accuracy {curve[-1][1]:.3f}")
-                model.train()
+            if (step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps:
+                if probe is not None:
+                    curve.append((step + 1, probe()))
+                    bar.write(f"step {step + 1}/{cfg.train.max_steps}: held-out pair accuracy {curve[-1][1]:.3f}")
+                    model.train()
+                if progress is not None:
+                    save_progress(progress, step + 1, model, opt, sched, gen, losses, curve)
     tail = losses[-20:]
     return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}, curve
 
@@ -227,18 +238,30 @@ def lm_reference(task, states, offsets, args, seed):
     }
 
 
+def run_config(task, args, setting, seed):
+    given = {"lr": args.lr, "max_steps": args.steps, "eval_every": args.eval_every, "precision": args.precision}
+    train_overrides = {"seed": seed, **{k: v for k, v in given.items() if v}}
+    return load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": train_overrides})
+
+
+def run_progress(task, args, setting, seed):
+    """Where a trained run saves its progress (None: it does not)."""
+    if setting == "lm":
+        return None
+    return progress_file(args.progress, task, setting, seed, args.cut, args.eval_fraction, run_config(task, args, setting, seed))
+
+
 def run(task, states, offsets, args, setting, seed):
     if setting == "lm":
         return lm_reference(task, states, offsets, args, seed)
-    given = {"lr": args.lr, "max_steps": args.steps, "eval_every": args.eval_every, "precision": args.precision}
-    train_overrides = {"seed": seed, **{k: v for k, v in given.items() if v}}
-    cfg = load_config(str(CONFIGS / f"quality_{task.name}.yaml"), {**SETTINGS[setting], "train": train_overrides})
+    cfg = run_config(task, args, setting, seed)
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
     torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
     model = top_only(build_model(cfg.model.name_or_path, cfg.model.heads()), args.cut).to(args.device)
     t0 = time.perf_counter()
     final_loss, curve = train(model, cfg, task, states, offsets, train_pairs, seed,
-                              lambda: held_out_accuracy(model, task, states, offsets, eval_pairs, cfg.train.precision))
+                              lambda: held_out_accuracy(model, task, states, offsets, eval_pairs, cfg.train.precision),
+                              run_progress(task, args, setting, seed))
     metrics = evaluate(model, task, states, offsets, train_pairs, eval_pairs, eval_seqs, cfg.train.precision)
     if args.export:
         export(model, cfg, task, states, offsets, train_pairs, args.cut, os.path.join(args.export, f"{task.name}-{setting}-seed{seed}"))
@@ -296,6 +319,7 @@ def main(argv=None):
     if not source.exists():
         sys.exit(f"bench/quality.py: {source} is absent; the quality runs need ../shared/data")
     torch.set_num_threads(args.threads)
+    args.progress = PROGRESS
     cfg = load_config(str(CONFIGS / f"quality_{args.task}.yaml"))
     tok = load_tokenizer(cfg.model.name_or_path)
     task = {"gsm8k": lambda: gsm8k_task(tok, cfg.data.max_length),
@@ -315,6 +339,8 @@ def main(argv=None):
             row = run(task, states, offsets, args, setting, seed)
             with open(RESULTS, "a") as f:  # one whole line per finished run
                 f.write(json.dumps(row) + "\n")
+            if (progress := run_progress(task, args, setting, seed)) is not None:
+                progress.unlink(missing_ok=True)  # only now: the row is on disk
             print(json.dumps({k: row[k] for k in ("task", "setting", "seed", "seconds", "pairwise_accuracy", "auroc")}), flush=True)
 
 

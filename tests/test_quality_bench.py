@@ -115,7 +115,7 @@ def _tiny_configs(monkeypatch):
 
     monkeypatch.setattr(quality, "load_config", tiny_config)
     return type("Args", (), {"eval_fraction": 0.25, "cut": 1, "export": "", "lr": None, "steps": None, "eval_every": None,
-                           "precision": None, "device": torch.device("cpu")})()
+                           "precision": None, "device": torch.device("cpu"), "progress": None})()
 
 
 def test_a_quality_run_is_deterministic_and_only_the_setting_differs(monkeypatch):
@@ -150,6 +150,37 @@ def test_a_gsm8k_perturb_run_reports_localization_and_a_learning_curve(monkeypat
     cells = {h: get(zero) for h, get in columns("gsm8k_perturb")[1:]}
     assert cells["localization detect_at_1"] == 0.0  # measured zero, shown as 0, not as "-"
     assert cells["localization detection_delay"] != cells["localization detection_delay"]  # None: NaN, shown "-"
+
+
+def test_an_interrupted_run_continues_from_its_last_curve_point_to_the_same_result(monkeypatch, tmp_path, capsys):
+    task, states, offsets = _tiny_task("gsm8k_perturb")
+    args = _tiny_configs(monkeypatch)
+    args.eval_every = 2
+    whole = quality.run(task, states, offsets, args, "paper", 0)  # the contrastive sampler draws from the generator
+
+    args.progress = tmp_path
+    real, steps = quality.reward_model_loss, []
+
+    def interrupted(*a, **k):
+        if len(steps) == 3:  # in step 4: step 2 was saved, step 3's work is lost
+            raise KeyboardInterrupt
+        steps.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(quality, "reward_model_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quality.run(task, states, offsets, args, "paper", 0)
+    saved = list(tmp_path.iterdir())
+    assert saved == [quality.run_progress(task, args, "paper", 0)]
+    assert quality.run_progress(task, args, "bt", 0) != saved[0] != quality.run_progress(task, args, "paper", 1)
+
+    steps.clear()
+    monkeypatch.setattr(quality, "reward_model_loss", lambda *a, **k: steps.append(1) or real(*a, **k))
+    resumed = quality.run(task, states, offsets, args, "paper", 0)
+    assert len(steps) == 2  # steps 3 and 4 only
+    assert "continuing from step 2/4" in capsys.readouterr().out
+    # weights, AdamW moments, schedule and the sampler's generator all came back: the same numbers
+    assert resumed == {**whole, "seconds": resumed["seconds"]}
 
 
 def test_a_bf16_run_trains_under_autocast_and_is_recorded_as_another_run(monkeypatch):
