@@ -95,14 +95,16 @@ def autocast(device: torch.device, precision: str):
 def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=None):
     """The training steps; every `train.eval_every` steps and at the end, `probe()` (a held-out
     accuracy) is recorded in the curve and the run's state saved to `progress`, from which an
-    interrupted run continues. Returns (mean of the last 20 steps' losses, curve)."""
+    interrupted run continues. Returns (mean of the last 20 steps' losses, curve, seconds spent training,
+    those before an interruption included)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps))
     device = next(model.parameters()).device
     gen = sampling_generator(seed, 0, device)  # as the training loop seeds rank 0
     lengths = [max(len(task.seqs[c].ids), len(task.seqs[r].ids)) for c, r in pairs] if cfg.data.group_by_length else None
-    done, losses, curve = load_progress(progress, model, opt, sched, gen)
+    done, losses, curve, earlier = load_progress(progress, model, opt, sched, gen)
+    t0 = time.perf_counter() - earlier  # a continued run's time counts its first part too
     model.train()
     with counting(cfg.train.max_steps, "step") as bar:  # a bar with ETA on a terminal; the curve lines in a log
         if done:
@@ -129,9 +131,9 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=N
                     bar.write(f"step {step + 1}/{cfg.train.max_steps}: held-out pair accuracy {curve[-1][1]:.3f}")
                     model.train()
                 if progress is not None:
-                    save_progress(progress, step + 1, model, opt, sched, gen, losses, curve)
+                    save_progress(progress, step + 1, model, opt, sched, gen, losses, curve, time.perf_counter() - t0)
     tail = losses[-20:]
-    return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}, curve
+    return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}, curve, time.perf_counter() - t0
 
 
 @torch.no_grad()
@@ -258,10 +260,10 @@ def run(task, states, offsets, args, setting, seed):
     train_pairs, eval_pairs, eval_seqs = task.split(seed, args.eval_fraction)
     torch.manual_seed(seed)  # the heads' initial weights: the same for every setting of this seed
     model = top_only(build_model(cfg.model.name_or_path, cfg.model.heads()), args.cut).to(args.device)
-    t0 = time.perf_counter()
-    final_loss, curve = train(model, cfg, task, states, offsets, train_pairs, seed,
-                              lambda: held_out_accuracy(model, task, states, offsets, eval_pairs, cfg.train.precision),
-                              run_progress(task, args, setting, seed))
+    final_loss, curve, train_seconds = train(model, cfg, task, states, offsets, train_pairs, seed,
+                                             lambda: held_out_accuracy(model, task, states, offsets, eval_pairs, cfg.train.precision),
+                                             run_progress(task, args, setting, seed))
+    t0 = time.perf_counter() - train_seconds
     metrics = evaluate(model, task, states, offsets, train_pairs, eval_pairs, eval_seqs, cfg.train.precision)
     if args.export:
         export(model, cfg, task, states, offsets, train_pairs, args.cut, os.path.join(args.export, f"{task.name}-{setting}-seed{seed}"))

@@ -26,20 +26,22 @@ def progress_file(folder: Path | None, task, setting: str, seed: int, cut: int, 
     return Path(folder) / progress_name(task.name, len(task.pairs), setting, seed, cut, eval_fraction, asdict(cfg))
 
 
-def save_progress(path: Path, step: int, model, opt, sched, gen, losses: list, curve: list) -> None:
-    state = {"step": step, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+def save_progress(path: Path, step: int, model, opt, sched, gen, losses: list, curve: list, seconds: float) -> None:
+    state = {"step": step, "seconds": seconds, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(), "losses": losses, "curve": curve}
     write_atomic(str(path), lambda tmp: torch.save(state, tmp))
 
 
 def load_progress(path: Path | None, model, opt, sched, gen) -> tuple[int, list, list]:
     """Restore a saved run's weights, optimizer, schedule and sampling generator; returns
-    (steps done, per-step losses, curve), or (0, [], []) when there is nothing to continue."""
+    (steps done, per-step losses, curve, seconds spent on them), or (0, [], [], 0.0) when there is
+    nothing to continue."""
     if path is None or not path.exists():
-        return 0, [], []
+        return 0, [], [], 0.0
     state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])  # moves the moments to the parameters' device
     sched.load_state_dict(state["sched"])
     gen.set_state(state["gen"])
-    return state["step"], state["losses"], [tuple(p) for p in state["curve"]]
+    # files saved before "seconds" was kept count from 0
+    return state["step"], state["losses"], [tuple(p) for p in state["curve"]], state.get("seconds", 0.0)

@@ -173,6 +173,9 @@ def test_an_interrupted_run_continues_from_its_last_curve_point_to_the_same_resu
     saved = list(tmp_path.iterdir())
     assert saved == [quality.run_progress(task, args, "paper", 0)]
     assert quality.run_progress(task, args, "bt", 0) != saved[0] != quality.run_progress(task, args, "paper", 1)
+    state = torch.load(saved[0], weights_only=True)
+    state["seconds"] = 1000.0  # as if steps 1 and 2 had taken that long
+    torch.save(state, saved[0])
 
     steps.clear()
     monkeypatch.setattr(quality, "reward_model_loss", lambda *a, **k: steps.append(1) or real(*a, **k))
@@ -181,6 +184,7 @@ def test_an_interrupted_run_continues_from_its_last_curve_point_to_the_same_resu
     assert "continuing from step 2/4" in capsys.readouterr().out
     # weights, AdamW moments, schedule and the sampler's generator all came back: the same numbers
     assert resumed == {**whole, "seconds": resumed["seconds"]}
+    assert 1000 < resumed["seconds"] < 1000 + 60  # the run's time counts its part before the interruption
 
 
 def test_a_bf16_run_trains_under_autocast_and_is_recorded_as_another_run(monkeypatch):
