@@ -1,4 +1,5 @@
-"""bench/quality.py's results as mean ± std over seeds: a table per (task, its size, cut), a row per setting."""
+"""bench/quality.py's results as mean ± std over seeds: a table per (task, its size, cut), a row per setting,
+and each setting's paired-by-seed differences against `bt` trained alike."""
 
 import json
 import statistics
@@ -53,6 +54,26 @@ def columns(task: str):
     return cols
 
 
+# the measures whose paired differences are printed, where a task's table has them
+PAIRED = ("pairwise acc", "AUROC (reward)", "prefix AUROC Q 0.5", "localization auroc", "localization tokens_saved_at_5pct")
+
+
+def paired_lines(by: dict, task) -> list[str]:
+    """Per setting: its measures minus those of `bt` at the same lr, steps and precision, seed by seed
+    (the same split, initial weights and pair order: only the setting differs)."""
+    lines = []
+    for (t, name), runs in by.items():
+        if t != task or runs[0]["setting"] == "bt" or runs[0].get("lr") is None:
+            continue
+        base = {r["seed"]: r for r in by.get((t, label({**runs[0], "setting": "bt"})), [])}
+        mine = {r["seed"]: r for r in runs}
+        if not (seeds := sorted(set(mine) & set(base))):
+            continue
+        diffs = [f"{h} " + ", ".join(f"{get(mine[s]) - get(base[s]):+.3f}" for s in seeds) for h, get in columns(t[0]) if h in PAIRED]
+        lines.append(f"  {name} − bt, seeds {', '.join(map(str, seeds))}: " + "; ".join(diffs))
+    return lines
+
+
 def print_table(path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by = defaultdict(list)
@@ -66,6 +87,8 @@ def print_table(path) -> None:
             if t == task:
                 cells = [str(len(runs))] + [_ms([get(r) for r in runs]) for _, get in cols[1:]]
                 print(f"| {setting} | " + " | ".join(cells) + " |")
+        for line in paired_lines(by, task):
+            print(line)
         for (t, setting), runs in by.items():  # held-out accuracy by step: the plateau rule reads it
             for r in runs if t == task else []:
                 if r.get("curve"):

@@ -270,6 +270,21 @@ def test_the_table_keeps_runs_of_another_task_size_cut_learning_rate_or_length_a
     assert "| bt, lr 0.0001, 99 steps | 1 | 0.300 ± 0.000 |" in out
 
 
+def test_the_table_pairs_each_setting_with_bt_trained_alike_seed_by_seed(tmp_path, capsys):
+    def row(setting, seed, acc, steps=50):
+        return {"task": "hh", "setting": setting, "seed": seed, "lr": 1e-4, "steps": steps, "pairs": 100, "cut": 28,
+                "pairwise_accuracy": acc, "auroc": 0.5}
+
+    rows = [row("bt", 0, 0.6), row("bt", 1, 0.7), row("paper", 1, 0.65), row("paper", 0, 0.7), row("paper", 2, 0.9),
+            row("bt", 2, 0.1, steps=99), {**row("lm", 0, 0.8), "lr": None}]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print_table(path)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "− bt" in line]
+    # seed 2 has no bt at 50 steps (its bt trained 99); lm trains nothing to pair
+    assert lines == ["  paper, lr 0.0001, 50 steps − bt, seeds 0, 1: pairwise acc +0.100, -0.050; AUROC (reward) +0.000, +0.000"]
+
+
 def test_a_batch_is_built_on_the_runs_device_with_explicit_dtypes():
     task, states, offsets = _tiny_task("gsm8k_perturb")
     emb, mask, start, end = quality.features(states, offsets, task, [0, 3, 5], torch.device("meta"))
