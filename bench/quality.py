@@ -10,7 +10,7 @@ order and the same number of steps: the setting is the only difference.
     python bench/quality.py --task gsm8k --settings bt paper infonce --seeds 0 1 2
     python bench/quality.py --task hh --settings bt paper --seeds 0 1 2
     python bench/quality.py --task gsm8k_perturb --cut 24 --perturb-pairs 3000 --settings lm bt paper --seeds 0 1 2
-    python bench/quality.py --table          # mean ± std over seeds of everything recorded
+    python bench/quality.py --table          # mean ± std over seeds of everything recorded, and differences from bt by seed
 
 `lm` trains nothing: the untrained LM's own token log-probabilities, scored like a reward model.
 
@@ -307,7 +307,7 @@ def main(argv=None):
                    help="overrides train.precision: bf16 autocast for the trained layers (recorded with each run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", default="", help="also save each run's model, whole, under this folder")
-    p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl")
+    p.add_argument("--table", action="store_true", help="print the mean ± std table of runs/quality/results.jsonl, with differences from bt paired by seed")
     args = p.parse_args(argv)
     if args.table:
         return print_table(RESULTS)
