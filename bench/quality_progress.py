@@ -32,7 +32,7 @@ def save_progress(path: Path, step: int, model, opt, sched, gen, losses: list, c
     write_atomic(str(path), lambda tmp: torch.save(state, tmp))
 
 
-def load_progress(path: Path | None, model, opt, sched, gen) -> tuple[int, list, list]:
+def load_progress(path: Path | None, model, opt, sched, gen) -> tuple[int, list, list, float]:
     """Restore a saved run's weights, optimizer, schedule and sampling generator; returns
     (steps done, per-step losses, curve, seconds spent on them), or (0, [], [], 0.0) when there is
     nothing to continue."""
