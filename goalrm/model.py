@@ -3,15 +3,18 @@ the final hidden states as token representations (optionally through a projectio
 Its export and loading are in goalrm/export.py.
 """
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.utils import logging as hf_logging
 
 from goalrm import attention
 from goalrm.backbones import resolve
+from goalrm.console import verbose
 from goalrm.data.pack import Packed, unpack
 from goalrm.lora import LoraSettings, add_lora
 from goalrm.tiny import TINY_NAME, tiny_config, tiny_tokenizer
@@ -91,6 +94,47 @@ class RewardModel(nn.Module):
         return RewardOutput(rewards=rewards, hidden=hidden, reps=reps, last_index=last)
 
 
+class _HeldReports(logging.Filter):
+    """Keeps transformers' LOAD REPORT back until the load says whether it is worth reading."""
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            self.held.append(record)
+            return False
+        return True
+
+    def release(self, log: logging.Logger) -> None:
+        log.removeFilter(self)
+        for record in self.held:
+            log.handle(record)
+
+
+def load_seq_cls(name_or_path: str, **kwargs) -> nn.Module:
+    """A causal LM checkpoint as AutoModelForSequenceClassification. transformers' LOAD REPORT would
+    print, in every worker, what every reward model has: a new reward head (MISSING) and an unused LM
+    head (UNEXPECTED). It prints only when it says more: backbone weights that would start random,
+    weights of the wrong shape, or a failed load (whose error points at it); always with --verbose."""
+    if verbose():
+        return AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs)
+    log = hf_logging.get_logger("transformers.modeling_utils")
+    held = _HeldReports()
+    log.addFilter(held)
+    try:
+        seq_cls, info = AutoModelForSequenceClassification.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    except Exception:
+        held.release(log)
+        raise
+    log.removeFilter(held)
+    backbone = seq_cls.base_model_prefix + "."
+    if any(k.startswith(backbone) for k in info["missing_keys"]) or info["mismatched_keys"]:
+        held.release(log)
+    return seq_cls
+
+
 def _dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
@@ -127,7 +171,7 @@ def build_model(
     else:
         name_or_path = resolve(name_or_path)  # named backbones (smollm2-135m) to their cached folder
         config = AutoConfig.from_pretrained(name_or_path, num_labels=1, trust_remote_code=trust_remote_code)
-        seq_cls = AutoModelForSequenceClassification.from_pretrained(
+        seq_cls = load_seq_cls(
             name_or_path, config=config, trust_remote_code=trust_remote_code, dtype=dtype, attn_implementation=attn_implementation
         )
     if tokenizer is not None and seq_cls.config.pad_token_id is None:

@@ -177,3 +177,43 @@ def test_export_of_parameters_that_are_views_of_one_flat_buffer(tmp_path):
     save_reward_model(model, tok, str(tmp_path), goal_state=torch.randn(8))
     loaded, _, _, _ = load_reward_model(str(tmp_path))
     assert torch.allclose(_rewards(loaded, tok, "right"), ref, atol=1e-6)
+
+
+@pytest.fixture
+def load_reports(monkeypatch):
+    """The LOAD REPORT records transformers logs while goalrm loads a backbone (verbose off)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from goalrm.console import VERBOSE_ENV
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage()) if "LOAD REPORT" in record.getMessage() else None
+    log = hf_logging.get_logger("transformers.modeling_utils")
+    log.addHandler(handler)
+    yield seen
+    log.removeHandler(handler)
+
+
+def test_a_causal_lm_checkpoint_loads_without_a_report_of_the_new_head(bf16_checkpoint, load_reports):
+    """Every reward model has a new head (MISSING) and drops the LM head (UNEXPECTED): transformers'
+    report of that, in every worker, is noise on the user's console."""
+    build_model(bf16_checkpoint, HeadConfig(), tiny_tokenizer())
+    assert load_reports == []
+
+
+def test_missing_backbone_weights_still_print_the_report(tmp_path, load_reports):
+    from safetensors.torch import load_file, save_file
+    from transformers import LlamaForCausalLM
+
+    from goalrm.tiny import tiny_config
+
+    LlamaForCausalLM(tiny_config()).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["model.layers.1.mlp.up_proj.weight"]  # a backbone weight that would train from random
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    build_model(str(tmp_path), HeadConfig(), tiny_tokenizer())
+    assert len(load_reports) == 1 and "up_proj" in load_reports[0] and "MISSING" in load_reports[0]
