@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from goalrm.config import ConfigError, load_config
-from goalrm.device import DEVICES, resolve_device
+from goalrm.device import DEVICES, bf16_warning, resolve_device
 from goalrm.console import counting
 from goalrm.frozen_trunk import merge_top, top_only
 from goalrm.losses import reward_model_loss
@@ -101,6 +101,8 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=N
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps))
     device = next(model.parameters()).device
+    if slow := bf16_warning(cfg.train.precision, device):
+        print(slow, flush=True)
     gen = sampling_generator(seed, 0, device)  # as the training loop seeds rank 0
     lengths = [max(len(task.seqs[c].ids), len(task.seqs[r].ids)) for c, r in pairs] if cfg.data.group_by_length else None
     done, losses, curve, earlier = load_progress(progress, model, opt, sched, gen)

@@ -6,6 +6,7 @@ the eval's forwards (shards padded to one length), the checkpoint and, at the en
 """
 
 import os
+import sys
 import tempfile
 import time
 
@@ -24,6 +25,7 @@ from goalrm.data.model_batch import StepBatch, collate_step
 from goalrm.data.prefetch import prefetch
 from goalrm.data.sampler import even_shard
 from goalrm.data.stream import padding_frac
+from goalrm.device import bf16_warning
 from goalrm.evaluate import PairScores, goal_and_reward_stats, goal_and_reward_summary, evaluate_pairs, summarize
 from goalrm.export import save_reward_model
 from goalrm.losses import reward_model_loss
@@ -48,6 +50,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if cfg.train.use_gpu else torch.device("cpu")
+    if rank == 0 and (slow := bf16_warning(cfg.train.precision, device)):
+        print(slow, file=sys.stderr, flush=True)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
 
     # data
