@@ -24,6 +24,6 @@ def test_bf16_on_a_cpu_without_onednn_bf16_is_warned_of(monkeypatch, onednn_bf16
     assert not slow_bf16(torch.device("cuda", 0)) and bf16_warning("bf16", torch.device("cuda", 0)) is None
 
 
-def test_this_cpus_answer_matches_what_torch_uses():
-    """slow_bf16 reads torch's own switch for its oneDNN bf16 matmul, which exists in this torch."""
-    assert slow_bf16(torch.device("cpu")) is (not torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def test_torch_still_has_the_switch_slow_bf16_reads():
+    """The switch is private: a torch without it would make every CPU look slow to slow_bf16."""
+    assert isinstance(torch.ops.mkldnn._is_mkldnn_bf16_supported(), bool)
