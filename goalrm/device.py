@@ -21,8 +21,8 @@ def resolve_device(name: str) -> torch.device:
 
 def slow_bf16(device: torch.device) -> bool:
     """True on a CPU whose bf16 matmuls torch cannot hand to oneDNN (no AVX-512: e.g. AVX2-only x86).
-    There torch multiplies bf16 in plain loops: measured 50x slower than fp32 for one matmul, and a
-    SmolLM2 training step 20x slower (bench/RESULTS.md)."""
+    There torch multiplies bf16 in plain loops: measured 92x slower than fp32 for one matmul, and a
+    SmolLM2-shape forward and backward 25x slower (bench/RESULTS.md, "bf16 on a CPU")."""
     if device.type != "cpu":
         return False
     try:
