@@ -2,7 +2,7 @@
 
 SHAPES = {
     "tiny": {},
-    # the tiny preset twice as deep and twice as wide (3.2M parameters): for synthetic tasks it cannot learn
+    # the tiny preset twice as deep and twice as wide (3.1M parameters as a reward model), for synthetic tasks the tiny one does not learn
     "tiny-4x256": dict(hidden_size=256, intermediate_size=640, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8),
     # SmolLM2-135M's shape, randomly initialised
     "smollm2-shape": dict(
