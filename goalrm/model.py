@@ -5,6 +5,7 @@ Its export and loading are in goalrm/export.py.
 
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -33,8 +34,10 @@ class HeadConfig:
             raise ValueError("model.mlp_hidden and model.projection_dim must be >= 0")
 
 
-@dataclass
-class RewardOutput:
+class RewardOutput(NamedTuple):
+    """A named tuple, so that ZeRO-3's module hooks reach its tensors: DeepSpeed walks tuples, lists and
+    dicts only, and warns in every ZeRO-3 run about any other output type."""
+
     rewards: torch.Tensor  # [N]
     hidden: torch.Tensor  # [N, T, H] final hidden states
     reps: torch.Tensor | None  # [N, T, D] representations h_t, when asked for

@@ -217,3 +217,21 @@ def test_missing_backbone_weights_still_print_the_report(tmp_path, load_reports)
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     build_model(str(tmp_path), HeadConfig(), tiny_tokenizer())
     assert len(load_reports) == 1 and "up_proj" in load_reports[0] and "MISSING" in load_reports[0]
+
+
+@pytest.mark.parametrize("with_reps", [True, False])
+def test_zero3_hooks_reach_every_tensor_of_the_output(with_reps):
+    """ZeRO-3 hangs its backward hooks on each module's output tensors, found with DeepSpeed's own walker,
+    which knows tuples, lists and dicts only: for another type it finds no tensor and warns in every run."""
+    from goalrm.train.deepspeed_init import import_deepspeed
+
+    apply_to_tensors_only = import_deepspeed(use_gpu=False).runtime.zero.utils.apply_to_tensors_only
+    tok = tiny_tokenizer()
+    model = build_model("tiny", tokenizer=tok)
+    batch = tok(["Q: 2+2= 4", "Q: 3+3= 7"], return_tensors="pt", padding=True)
+    out = model(batch["input_ids"], batch["attention_mask"], with_reps=with_reps)
+    seen = []
+    walked = apply_to_tensors_only(lambda t: seen.append(t) or t, out)
+    want = [out.rewards, out.hidden, out.reps, out.last_index] if with_reps else [out.rewards, out.hidden, out.last_index]
+    assert len(seen) == len(want) and all(a is b for a, b in zip(seen, want))
+    assert type(walked) is type(out) and walked.reps is out.reps
