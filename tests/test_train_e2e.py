@@ -5,8 +5,12 @@ Under that release every forward all-gathers its parameters, so every rank must 
 forwards. 129 eval pairs and 257 goal-state pairs on 2 workers give the ranks shards of different sizes
 (65/64, 129/128) and, at a batch of 32, different batch counts; before the shards were padded such a run
 died at its first eval with gloo `Received data size doesn't match` (on NCCL: a hang). So the run must
-finish, learn, and its sharded numbers must equal one process's on its export, while the console shows
-report lines and none of Ray's or DeepSpeed's chatter.
+finish, and its sharded numbers must equal one process's on its export, while the console shows report
+lines and none of Ray's or DeepSpeed's chatter.
+
+The 200-step run must also learn; it is the slow tier's (CI runs it), because on a 2-core machine it takes
+2-3 minutes. The default tier runs the same job for 40 steps: every collective, the console and the export,
+without the learning bars (`make demo` shows the learning to a newcomer).
 """
 
 import json
@@ -35,18 +39,19 @@ pytestmark = pytest.mark.ray
 ACCURACY_BAR = 0.7
 AUROC_BAR = 0.6
 BT_LOSS_BAR = 0.6  # ln 2 = 0.693 is chance
-STEPS = 200
+LEARNS = 200  # steps after which the bars above hold
 NOISE = ("Reporting training result", "PlacementGroupCleaner", "built successfully", "FutureWarning", "Traceback", "Loading weights",
          "Failed to send resource request")
 
 
 @pytest.mark.timeout(1500)  # a collective mismatch may hang instead of failing
-def test_zero3_learns_with_uneven_shards_and_a_quiet_console(tmp_path):
+@pytest.mark.parametrize("steps", [pytest.param(LEARNS, marks=pytest.mark.slow, id="learns"), pytest.param(40, id="40-steps")])
+def test_zero3_with_uneven_shards_and_a_quiet_console(tmp_path, steps):
     (tmp_path / "ds.json").write_text(json.dumps(FORCE_PARAM_RELEASE))
     cfg = load_config(None, {  # the demo's config, shortened
         "data": {"synthetic_train_size": 8000, "synthetic_eval_size": 129, "goal_state_pairs": 257, "group_by_length": True},
-        "train": {"zero_stage": 3, "max_steps": STEPS, "lr": 1.5e-3, "warmup_steps": 10, "eval_every": STEPS, "log_every": 50, "eval_batch_size": 32,
-                  "deepspeed_config": str(tmp_path / "ds.json")},
+        "train": {"zero_stage": 3, "max_steps": steps, "lr": 1.5e-3, "warmup_steps": 10, "eval_every": steps, "log_every": steps // 4,
+                  "eval_batch_size": 32, "deepspeed_config": str(tmp_path / "ds.json")},
     })
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     cmd = [sys.executable, "-m", "goalrm.cli", "train", "--config", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "run")]
@@ -54,19 +59,24 @@ def test_zero3_learns_with_uneven_shards_and_a_quiet_console(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     reports = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-    assert [r["step"] for r in reports] == [50, 100, 150, 200]
+    assert [r["step"] for r in reports] == [steps // 4 * k for k in (1, 2, 3, 4)]
     final = reports[-1]
-    assert final["eval_accuracy"] >= ACCURACY_BAR, final
-    assert final["eval_auroc"] >= AUROC_BAR, final
-    assert final["contrastive_loss"] > 0 and final["bt_loss"] < min(BT_LOSS_BAR, reports[0]["bt_loss"])
+    assert final["contrastive_loss"] > 0
+    if steps == LEARNS:
+        assert final["eval_accuracy"] >= ACCURACY_BAR, final
+        assert final["eval_auroc"] >= AUROC_BAR, final
+        assert final["bt_loss"] < min(BT_LOSS_BAR, reports[0]["bt_loss"])
     assert final["eval_n_pairs"] == 129  # every pair once, no padding counted
     assert os.listdir(tmp_path / "run" / "tensorboard")
     assert all(0 <= r["padding_frac"] < 0.05 for r in reports)  # length-grouped batches (data.group_by_length)
 
-    # the console: a header, one line per report, where the model went; every other line is noise
+    # the console: a header, one line per report, where the model went, and nothing else (DeepSpeed's
+    # ZeRO-3 hooks once warned here, through Ray's log forwarding, about the model's output type)
     out = done.stdout.splitlines()
-    assert len(out) <= 30, done.stdout
     assert [report_line(m) for m in reports] == [line for line in out if line.startswith("step ")]
+    other = [line for line in out if not line.startswith("step ")]
+    assert len(other) == 2 and other[0].startswith("goalrm train: model=tiny"), done.stdout
+    assert other[1] == f"model written to {tmp_path / 'run' / 'model'}", done.stdout
     assert not [line for line in done.stderr.splitlines() if any(n in line for n in NOISE)], done.stderr[-3000:]
 
     # one process, the exported weights (gathered from the shards on rank 0), the same 129 pairs
@@ -86,6 +96,6 @@ def test_zero3_learns_with_uneven_shards_and_a_quiet_console(tmp_path):
 
     # goalrm eval on the demo's held-out set
     metrics = run_eval(model_dir, "synthetic", str(tmp_path / "eval.json"))
-    assert metrics["n_pairs"] == 256 and metrics["accuracy"] >= ACCURACY_BAR
+    assert metrics["n_pairs"] == 256 and (steps < LEARNS or metrics["accuracy"] >= ACCURACY_BAR)
     assert set(metrics["prefix_auroc"]) == {"0.25", "0.5", "0.75", "1.0"}
     assert json.load(open(tmp_path / "eval.json"))["accuracy"] == metrics["accuracy"]
