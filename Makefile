@@ -35,7 +35,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not ray"
 
-# the slow tier: the real backbone, the offloaded optimizer's compile, Ray Jobs, two nodes, serving, the GPU check's dry run
+# the slow tier: the 200-step ZeRO-3 run that must learn, the real backbone, the offloaded optimizer's compile,
+# Ray Jobs, two nodes, serving, the ASHA sweep with its resume, the GPU check's dry run
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow --durations=20
 

@@ -69,6 +69,7 @@ def test_parquet_folder_through_ray_data_trains_exactly_like_memory(ray_session,
     assert (tmp_path / "ray_data" / "model" / "goal_state.safetensors").exists()
 
 
+@pytest.mark.slow  # the message itself is tests/test_stream.py's (no Ray); this is its way through Ray Data and Train
 def test_bad_row_in_a_parquet_shard_stops_the_run_naming_file_row_field(ray_session, tmp_path, capsys):
     from goalrm.cli import main
 

@@ -1,4 +1,5 @@
-"""An end-to-end sweep on a local 2-CPU Ray: ASHA, a failing trial, best.yaml, the plot, an interrupt and its resume."""
+"""End-to-end sweeps on a local 2-CPU Ray: `goalrm tune` with two trials side by side, one failing; and (slow
+tier) ASHA, a failing trial, best.yaml, the plot, an interrupt and its resume."""
 
 import csv
 import json
@@ -50,6 +51,25 @@ def _interrupt_after_first_trial(marker: str):
     return InterruptAfterFirstTrial()
 
 
+def test_cli_sweep_two_trials_side_by_side_one_failing(ray_session, base_yaml, tmp_path, capsys):
+    """What `goalrm tune` does on every machine: the trials that fit run at once, a failing one costs the
+    other nothing, and best.yaml is the best trial's whole config."""
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"space": {"loss.contrastive_weight": {"grid": [0.0, 1.0e39]}}, "tune": {"metric": "loss", "mode": "min"}}))
+    out = str(tmp_path / "sweep")
+    assert main(["tune", "--config", base_yaml, "--space", str(space), "--output-dir", out]) == 0
+    printed = capsys.readouterr().out
+    by_lam = {float(r["loss.contrastive_weight"]): r for r in _rows(out)}
+    assert by_lam[0.0]["status"] == "finished" and by_lam[0.0]["steps"] == str(STEPS)
+    assert by_lam[1e39]["status"] == "failed" and by_lam[1e39]["error"].startswith("FloatingPointError: non-finite loss inf at step 1")
+    assert "FloatingPointError" in printed and "Configuration for experiment" not in printed
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["interrupted"] is False and summary["best_values"] == {"loss.contrastive_weight": 0.0}
+    best = load_config(os.path.join(out, "best.yaml"))
+    assert best == load_config(os.path.join(out, "tune", by_lam[0.0]["trial"], "config.yaml"))
+
+
+@pytest.mark.slow  # four Ray Train runs one after another; the test above is the default tier's sweep
 def test_asha_sweep_interrupted_and_resumed_with_a_failing_trial(ray_session, base_yaml, tmp_path, capsys):
     """One sweep, started from Python and resumed from the CLI after a Ctrl+C: ASHA's cut, a failing trial,
     best.yaml, the plot, and a resume that keeps the finished trial as it was.

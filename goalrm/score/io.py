@@ -131,6 +131,13 @@ def output_paths(out_dir: str, block: Block) -> dict[str, str]:
     }
 
 
+def pending_blocks(out_dir: str, blocks: list[Block]) -> list[Block]:
+    """The blocks a (re)run still has to score: those without a done marker. A killed job's half-written
+    temp files go first; a block written but not marked done is scored again, and its files replaced."""
+    remove_stale_tmp(out_dir)
+    return [b for b in blocks if not os.path.exists(output_paths(out_dir, b)[DONE])]
+
+
 def remove_stale_tmp(out_dir: str) -> int:
     """Temp files a killed job left behind; one job per output folder at a time."""
     n = 0

@@ -17,7 +17,7 @@ from goalrm.console import counting, quiet_libraries, verbose
 from goalrm.export import GOAL_FILE, load_goal, read_meta
 from goalrm.atomic import write_json
 from goalrm.score.block import forward_block, prepare_block, write_block
-from goalrm.score.io import DONE, Block, filesystem, input_files, output_paths, plan_blocks, remove_stale_tmp
+from goalrm.score.io import Block, filesystem, input_files, pending_blocks, plan_blocks
 from goalrm.score.scorer import load_scorer
 from goalrm.score.summary import format_summary, localization_from_output, majority_from_output, read_markers, summarize
 from goalrm.train.storage import filesystem_type, is_shared, spans_hosts
@@ -35,8 +35,7 @@ def score(cfg: ScoreConfig, address: str | None = None, print_summary: bool = Tr
     fs, files = input_files(cfg.input)
     blocks = plan_blocks(fs, files, cfg.block_rows)
     _claim(out_dir, cfg, fs, files)
-    remove_stale_tmp(out_dir)
-    todo = [b for b in blocks if not os.path.exists(output_paths(out_dir, b)[DONE])]
+    todo = pending_blocks(out_dir, blocks)
     run_markers, t0 = [], time.perf_counter()
     if todo:
         init_ray(address)
