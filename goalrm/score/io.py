@@ -134,17 +134,14 @@ def output_paths(out_dir: str, block: Block) -> dict[str, str]:
 def pending_blocks(out_dir: str, blocks: list[Block]) -> list[Block]:
     """The blocks a (re)run still has to score: those without a done marker. A killed job's half-written
     temp files go first; a block written but not marked done is scored again, and its files replaced."""
-    remove_stale_tmp(out_dir)
+    _remove_stale_tmp(out_dir)
     return [b for b in blocks if not os.path.exists(output_paths(out_dir, b)[DONE])]
 
 
-def remove_stale_tmp(out_dir: str) -> int:
+def _remove_stale_tmp(out_dir: str) -> None:
     """Temp files a killed job left behind; one job per output folder at a time."""
-    n = 0
     for sub in (SCORED, REJECTS, DONE):
         folder = os.path.join(out_dir, sub)
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
             if is_temp(name):
                 os.remove(os.path.join(folder, name))
-                n += 1
-    return n
