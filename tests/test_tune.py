@@ -52,8 +52,8 @@ def _interrupt_after_first_trial(marker: str):
 
 
 def test_cli_sweep_two_trials_side_by_side_one_failing(ray_session, base_yaml, tmp_path, capsys):
-    """What `goalrm tune` does on every machine: the trials that fit run at once, a failing one costs the
-    other nothing, and best.yaml is the best trial's whole config."""
+    """`goalrm tune` as a user runs it: a failing trial costs the other nothing, and best.yaml is the best
+    trial's whole config. Both trials fit on the 2-CPU Ray at once, so Tune starts them side by side."""
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"space": {"loss.contrastive_weight": {"grid": [0.0, 1.0e39]}}, "tune": {"metric": "loss", "mode": "min"}}))
     out = str(tmp_path / "sweep")
