@@ -108,7 +108,7 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=N
     done, losses, curve, earlier = load_progress(progress, model, opt, sched, gen)
     t0 = time.perf_counter() - earlier  # a continued run's time counts its first part too
     model.train()
-    with counting(cfg.train.max_steps, "step") as bar:  # a bar with ETA on a terminal; the curve lines in a log
+    with counting(cfg.train.max_steps, "step") as bar:  # a bar with ETA on a terminal, a line a minute in a log
         if done:
             bar.update_to(done)
             bar.write(f"continuing from step {done}/{cfg.train.max_steps} ({progress})")

@@ -6,7 +6,7 @@ import os
 import sys
 
 from goalrm.attention import IMPLEMENTATIONS
-from goalrm.console import VERBOSE_ENV, quiet_libraries
+from goalrm.console import VERBOSE_ENV, progress_every, quiet_libraries
 from goalrm.env import setup_environment
 
 DEFAULT_OUTPUT_DIR = "runs/demo"
@@ -335,6 +335,11 @@ def main(argv=None) -> int:
     if getattr(args, "verbose", False):
         os.environ[VERBOSE_ENV] = "1"
     quiet_libraries()
+    try:
+        progress_every()  # a bad GOALRM_PROGRESS_EVERY fails here, not when the first bar starts
+    except ValueError as e:
+        print(f"goalrm: error: {e}", file=sys.stderr)
+        return 2
     from goalrm.config import ConfigError
     from goalrm.data.errors import BadRowError
 

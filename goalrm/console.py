@@ -6,10 +6,12 @@ import logging
 import os
 import sys
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 
 VERBOSE_ENV = "GOALRM_VERBOSE"  # set by --verbose; Ray processes get it through their config or runtime env
+PROGRESS_EVERY_ENV = "GOALRM_PROGRESS_EVERY"  # seconds between progress lines in a log; 0 turns them off
 
 
 def verbose() -> bool:
@@ -86,19 +88,46 @@ def report_line(m: dict) -> str:
     return line
 
 
-class Bar:
-    """A tqdm bar on a terminal; nothing elsewhere (CI, `ray job logs`), where the report lines suffice."""
+def progress_line(n: int, total: int | None, unit: str, elapsed: float, rate: float | None) -> str:
+    """The progress line of a log: `step 120/1000 (12%), 02:21 elapsed, 1.4 s/step, ETA 20:32`.
+    RATE is units per second, or None before there is one."""
+    from tqdm import tqdm
 
-    def __init__(self, total: int, unit: str, initial: int = 0):
-        self.bar = None
+    line = f"{unit} {n}/{total} ({100 * n / total:.0f}%)" if total else f"{n} {unit}s"
+    line += f", {tqdm.format_interval(elapsed)} elapsed"
+    if rate:
+        line += f", {1 / rate:.1f} s/{unit}" if rate < 1 else f", {rate:.1f} {unit}/s"
+        if total:
+            line += f", ETA {tqdm.format_interval(max(0, total - n) / rate)}"
+    return line
+
+
+class Bar:
+    """A tqdm bar on a terminal. Elsewhere (CI, `ray job logs`) a progress line on stderr at most every
+    GOALRM_PROGRESS_EVERY seconds (60), between the report lines; no line for what ends sooner."""
+
+    def __init__(self, total: int | None, unit: str, initial: int = 0):
+        self.bar, self.total, self.unit = None, total, unit
         if sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, leave=False)
+        self.every = progress_every()
+        self.start = self.last = time.monotonic()
+        self.first = None  # (time, n) of the first update: a resumed run's rate counts only this run's steps
 
     def update_to(self, n: int) -> None:
         if self.bar is not None:
             self.bar.update(n - self.bar.n)
+            return
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, n)
+        if self.every and now - self.last >= self.every:
+            self.last = now
+            t0, n0 = self.first
+            rate = (n - n0) / (now - t0) if n > n0 and now > t0 else None
+            print(progress_line(n, self.total, self.unit, now - self.start, rate), file=sys.stderr, flush=True)
 
     def write(self, line: str) -> None:
         if self.bar is not None:
@@ -109,6 +138,17 @@ class Bar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def progress_every() -> float:
+    raw = os.environ.get(PROGRESS_EVERY_ENV, "60")
+    try:
+        every = float(raw)
+    except ValueError:
+        every = -1.0
+    if not every >= 0:
+        raise ValueError(f"{PROGRESS_EVERY_ENV}={raw!r}: expected seconds between progress lines (0 turns them off)")
+    return every
 
 
 @contextmanager

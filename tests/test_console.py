@@ -5,7 +5,10 @@ import logging
 import threading
 import time
 
-from goalrm.console import follow_reports, report_line
+import pytest
+
+import goalrm.console as console
+from goalrm.console import PROGRESS_EVERY_ENV, Bar, follow_reports, progress_line, report_line
 
 
 def _report(step, evaluate=False):
@@ -41,6 +44,51 @@ def test_follow_reports_prints_each_new_report_once(tmp_path, capsys):
         writer.join()
     out = capsys.readouterr().out.splitlines()  # not a terminal: report lines only, no bar
     assert out == [report_line(_report(10)), report_line(_report(20, True)), report_line(_report(30))]
+
+
+def test_progress_line():
+    # 100 steps in 140 s since the first report: 1.4 s/step, 880 to go: 1,232 s
+    assert progress_line(120, 1000, "step", 141, 100 / 140) == "step 120/1000 (12%), 02:21 elapsed, 1.4 s/step, ETA 20:32"
+    assert progress_line(50, 100, "block", 10, 5.0) == "block 50/100 (50%), 00:10 elapsed, 5.0 block/s, ETA 00:10"
+    assert progress_line(3, None, "trial", 741, None) == "3 trials, 12:21 elapsed"
+    assert progress_line(0, 10, "block", 61, None) == "block 0/10 (0%), 01:01 elapsed"
+
+
+def test_a_log_gets_a_progress_line_a_minute_with_this_runs_rate(monkeypatch, capsys):
+    """Not a terminal (CI, `ray job logs`): a line on stderr once 60 s have passed since the last, its rate
+    from this run's first update on, so a resumed run's earlier steps do not make its ETA short."""
+    clock = [1000.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: clock[0])
+    monkeypatch.delenv(PROGRESS_EVERY_ENV, raising=False)
+    bar = Bar(1000, "step")
+    for t, n in ((10, 500), (70, 560), (100, 590), (131, 620)):  # resumed at step 500
+        clock[0] = 1000.0 + t
+        bar.update_to(n)
+    bar.close()
+    out = capsys.readouterr()
+    assert out.out == ""
+    # 60 steps in 60 s, then 120 in 121 s
+    assert out.err.splitlines() == ["step 560/1000 (56%), 01:10 elapsed, 1.0 step/s, ETA 07:20",
+                                    "step 620/1000 (62%), 02:11 elapsed, 1.0 s/step, ETA 06:23"]
+
+    monkeypatch.setenv(PROGRESS_EVERY_ENV, "0")  # off
+    bar = Bar(10, "block")
+    clock[0] += 1e6
+    bar.update_to(5)
+    clock[0] += 1e6
+    bar.update_to(9)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bad_progress_interval_is_refused_before_anything_runs(monkeypatch, capsys):
+    from goalrm.cli import main
+
+    monkeypatch.setenv(PROGRESS_EVERY_ENV, "1m")
+    assert main(["data", "synthetic", "--output", "never-written.jsonl"]) == 2
+    assert "GOALRM_PROGRESS_EVERY='1m': expected seconds" in capsys.readouterr().err
+    monkeypatch.setenv(PROGRESS_EVERY_ENV, "-5")
+    with pytest.raises(ValueError, match="GOALRM_PROGRESS_EVERY='-5'"):
+        Bar(10, "block")
 
 
 def test_ray_driver_drops_only_the_known_harmless_lines(monkeypatch):

@@ -15,6 +15,7 @@ without the learning bars (`make demo` shows the learning to a newcomer).
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ import torch
 import yaml
 
 from goalrm.config import load_config
-from goalrm.console import report_line
+from goalrm.console import PROGRESS_EVERY_ENV, report_line
 from goalrm.data.load import load_goal_pairs, load_tokenized
 from goalrm.eval_cli import run_eval
 from goalrm.evaluate import evaluate_pairs, goal_and_reward_stats, goal_and_reward_summary, summarize
@@ -40,6 +41,7 @@ ACCURACY_BAR = 0.7
 AUROC_BAR = 0.6
 BT_LOSS_BAR = 0.6  # ln 2 = 0.693 is chance
 LEARNS = 200  # steps after which the bars above hold
+PROGRESS = re.compile(r"step (\d+)/\d+ \(\d+%\), \d\d:\d\d elapsed(, [\d.]+ (?:s/step|step/s), ETA \d\d:\d\d)?")
 NOISE = ("Reporting training result", "PlacementGroupCleaner", "built successfully", "FutureWarning", "Traceback", "Loading weights",
          "Failed to send resource request")
 
@@ -55,7 +57,8 @@ def test_zero3_with_uneven_shards_and_a_quiet_console(tmp_path, steps):
     })
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     cmd = [sys.executable, "-m", "goalrm.cli", "train", "--config", str(tmp_path / "c.yaml"), "--output-dir", str(tmp_path / "run")]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1400)
+    # a progress line at (almost) every report, as `ray job logs` gets one a minute
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1400, env={**os.environ, PROGRESS_EVERY_ENV: "1e-6"})
     assert done.returncode == 0, done.stderr[-3000:]
 
     reports = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
@@ -78,6 +81,9 @@ def test_zero3_with_uneven_shards_and_a_quiet_console(tmp_path, steps):
     assert len(other) == 2 and other[0].startswith("goalrm train: model=tiny"), done.stdout
     assert other[1] == f"model written to {tmp_path / 'run' / 'model'}", done.stdout
     assert not [line for line in done.stderr.splitlines() if any(n in line for n in NOISE)], done.stderr[-3000:]
+    progress = [m.groups() for line in done.stderr.splitlines() if (m := PROGRESS.fullmatch(line))]
+    assert len(progress) >= 2 and {int(s) for s, _ in progress} <= {r["step"] for r in reports}, done.stderr[-3000:]
+    assert progress[-1][1] is not None, done.stderr[-3000:]  # a rate and an ETA once there are two reports
 
     # one process, the exported weights (gathered from the shards on rank 0), the same 129 pairs
     model_dir = str(tmp_path / "run" / "model")
