@@ -31,6 +31,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -252,7 +253,10 @@ def run_progress(task, args, setting, seed):
     """Where a trained run saves its progress (None: it does not)."""
     if setting == "lm":
         return None
-    return progress_file(args.progress, task, setting, seed, args.cut, args.eval_fraction, run_config(task, args, setting, seed))
+    cfg = run_config(task, args, setting, seed)
+    # how often the curve is measured is not the run: a held-out pass leaves weights and sampler as they were
+    cfg = replace(cfg, train=replace(cfg.train, eval_every=1))  # one value for every run
+    return progress_file(args.progress, task, setting, seed, args.cut, args.eval_fraction, cfg)
 
 
 def run(task, states, offsets, args, setting, seed):

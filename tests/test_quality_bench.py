@@ -179,11 +179,13 @@ def test_an_interrupted_run_continues_from_its_last_curve_point_to_the_same_resu
 
     steps.clear()
     monkeypatch.setattr(quality, "reward_model_loss", lambda *a, **k: steps.append(1) or real(*a, **k))
+    args.eval_every = 1  # continued with the curve measured more often: the same run, one more curve point
     resumed = quality.run(task, states, offsets, args, "paper", 0)
     assert len(steps) == 2  # steps 3 and 4 only
     assert "continuing from step 2/4" in capsys.readouterr().out
     # weights, AdamW moments, schedule and the sampler's generator all came back: the same numbers
-    assert resumed == {**whole, "seconds": resumed["seconds"]}
+    assert [p for p in resumed["curve"] if p[0] != 3] == whole["curve"] and [p[0] for p in resumed["curve"]] == [2, 3, 4]
+    assert resumed == {**whole, "seconds": resumed["seconds"], "curve": resumed["curve"]}
     assert 1000 <= resumed["seconds"] < 1000 + 60  # the run's time counts its part before the interruption
 
 
