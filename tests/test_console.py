@@ -80,11 +80,12 @@ def test_a_log_gets_a_progress_line_a_minute_with_this_runs_rate(monkeypatch, ca
     assert capsys.readouterr().err == ""
 
 
-def test_a_bad_progress_interval_is_refused_before_anything_runs(monkeypatch, capsys):
+def test_a_bad_progress_interval_is_refused_before_anything_runs(monkeypatch, capsys, tmp_path):
     from goalrm.cli import main
 
     monkeypatch.setenv(PROGRESS_EVERY_ENV, "1m")
-    assert main(["data", "synthetic", "--output", "never-written.jsonl"]) == 2
+    assert main(["data", "synthetic", "--output", str(tmp_path / "pairs.jsonl")]) == 2
+    assert not (tmp_path / "pairs.jsonl").exists()
     assert "GOALRM_PROGRESS_EVERY='1m': expected seconds" in capsys.readouterr().err
     monkeypatch.setenv(PROGRESS_EVERY_ENV, "-5")
     with pytest.raises(ValueError, match="GOALRM_PROGRESS_EVERY='-5'"):
