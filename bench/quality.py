@@ -22,8 +22,8 @@ about twice the steps per second on this CPU, and the natural setting on a GPU.
 
 Finished runs are appended to runs/quality/results.jsonl and skipped when asked for again (same
 task and its number of pairs, setting, seed, --cut, learning rate, steps and precision); delete the file after changing a config.
-An unfinished run saves its state at each point of its learning curve (runs/quality/progress/); the same
-command continues it from there.
+An unfinished run saves its state at each point of its learning curve (runs/quality/progress/), and at
+the step it is on when asked to stop (SIGTERM or Ctrl-C); the same command continues it from there.
 """
 
 import argparse
@@ -55,7 +55,7 @@ from goalrm.train.schedule import warmup_cosine
 from quality_cache import trunk_cache  # bench/, on the path when a bench script runs
 from quality_data import GSM8K, GSM8K_TRAIN, HH, gsm8k_perturb_task, gsm8k_task, hh_task, question_ids
 from quality_lm import lm_metrics, load_lm, token_logprobs, top_lm
-from quality_progress import load_progress, progress_file, save_progress
+from quality_progress import load_progress, progress_file, save_progress, stop_requests
 from quality_table import pairs_of, print_table
 
 CONFIGS = Path(__file__).resolve().parents[1] / "goalrm" / "configs"
@@ -96,7 +96,7 @@ def autocast(device: torch.device, precision: str):
 def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=None):
     """The training steps; every `train.eval_every` steps and at the end, `probe()` (a held-out
     accuracy) is recorded in the curve and the run's state saved to `progress`, from which an
-    interrupted run continues. Returns (mean of the last 20 steps' losses, curve, seconds spent training,
+    interrupted run continues; a stop asked for (SIGTERM, Ctrl-C) saves it at the step it ends. Returns (mean of the last 20 steps' losses, curve, seconds spent training,
     those before an interruption included)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -109,7 +109,8 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=N
     done, losses, curve, earlier = load_progress(progress, model, opt, sched, gen)
     t0 = time.perf_counter() - earlier  # a continued run's time counts its first part too
     model.train()
-    with counting(cfg.train.max_steps, "step") as bar:  # a bar with ETA on a terminal, a line a minute in a log
+    # a bar with ETA on a terminal, a line a minute in a log; SIGTERM or Ctrl-C saves and stops after the step
+    with counting(cfg.train.max_steps, "step") as bar, stop_requests() as stop:
         if done:
             bar.update_to(done)
             bar.write(f"continuing from step {done}/{cfg.train.max_steps} ({progress})")
@@ -128,13 +129,20 @@ def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=N
             sched.step()
             losses.append({k: float(v) for k, v in parts.items()})
             bar.update_to(step + 1)
-            if (step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps:
+            at_point = (step + 1) % cfg.train.eval_every == 0 or step + 1 == cfg.train.max_steps
+            if at_point:
                 if probe is not None:
                     curve.append((step + 1, probe()))
                     bar.write(f"step {step + 1}/{cfg.train.max_steps}: held-out pair accuracy {curve[-1][1]:.3f}")
                     model.train()
                 if progress is not None:
                     save_progress(progress, step + 1, model, opt, sched, gen, losses, curve, time.perf_counter() - t0)
+            if stop:  # a step's batch comes from its number alone, so a run can continue from any step
+                if progress is not None:
+                    if not at_point:
+                        save_progress(progress, step + 1, model, opt, sched, gen, losses, curve, time.perf_counter() - t0)
+                    bar.write(f"stopped at step {step + 1}/{cfg.train.max_steps}, saved to {progress}; the same command continues")
+                raise SystemExit(128 + stop[0])
     tail = losses[-20:]
     return {k: sum(p[k] for p in tail) / len(tail) for k in tail[0]}, curve, time.perf_counter() - t0
 

@@ -1,6 +1,7 @@
 """A quality run's progress, saved at each point of its learning curve, so that an interrupted run (a
 killed job, a machine given back) continues from its last point instead of starting over: an hour-long
-run on the CPU loses at most `train.eval_every` steps.
+run on the CPU loses at most `train.eval_every` steps. A stop asked for (SIGTERM, as `kill` or a
+scheduler sends it, or Ctrl-C) saves the run at the step it is on and loses nothing.
 
 One file per run, named by a hash of everything that defines the run (task and its size, setting,
 seed, cut, held-out share and the whole config), so a changed run never continues another's progress.
@@ -8,6 +9,9 @@ The file is removed once the run's row is recorded."""
 
 import hashlib
 import json
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,3 +49,28 @@ def load_progress(path: Path | None, model, opt, sched, gen) -> tuple[int, list,
     gen.set_state(state["gen"])
     # files saved before "seconds" was kept count from 0
     return state["step"], state["losses"], [tuple(p) for p in state["curve"]], state.get("seconds", 0.0)
+
+
+@contextmanager
+def stop_requests():
+    """While the body runs, SIGTERM and SIGINT ask it to stop instead of killing it: yields a list that
+    a signal appends its number to, for the loop to save and stop at the end of its step. A second
+    signal stops at once (the step, or the held-out pass, under way is lost)."""
+    asked: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread can have handlers
+        yield asked
+        return
+
+    def ask(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        print(f"{signal.Signals(signum).name}: stopping after this step, saved so that the same command continues "
+              "(again to stop at once)", flush=True)
+
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield asked
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -2,6 +2,8 @@
 resumable trunk cache, and whole runs on a tiny model over cached trunk states."""
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -187,6 +189,38 @@ def test_an_interrupted_run_continues_from_its_last_curve_point_to_the_same_resu
     assert [p for p in resumed["curve"] if p[0] != 3] == whole["curve"] and [p[0] for p in resumed["curve"]] == [2, 3, 4]
     assert resumed == {**whole, "seconds": resumed["seconds"], "curve": resumed["curve"]}
     assert 1000 <= resumed["seconds"] < 1000 + 60  # the run's time counts its part before the interruption
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_asked_for_between_curve_points_saves_that_step_and_the_run_continues_from_it(monkeypatch, tmp_path, capsys, signum):
+    task, states, offsets = _tiny_task("gsm8k_perturb")
+    args = _tiny_configs(monkeypatch)
+    args.eval_every = 2
+    whole = quality.run(task, states, offsets, args, "paper", 0)
+
+    args.progress = tmp_path
+    real, steps = quality.reward_model_loss, []
+
+    def stopped_in_step_3(*a, **k):
+        steps.append(1)
+        if len(steps) == 3:  # as `kill` (or Ctrl-C) would, in the middle of step 3
+            os.kill(os.getpid(), signum)
+        return real(*a, **k)
+
+    monkeypatch.setattr(quality, "reward_model_loss", stopped_in_step_3)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as stop:
+        quality.run(task, states, offsets, args, "paper", 0)
+    assert stop.value.code == 128 + signum and len(steps) == 3  # step 3 finished, step 4 not begun
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert "stopped at step 3/4, saved to" in capsys.readouterr().out
+    assert torch.load(quality.run_progress(task, args, "paper", 0), weights_only=True)["step"] == 3
+
+    steps.clear()
+    monkeypatch.setattr(quality, "reward_model_loss", lambda *a, **k: steps.append(1) or real(*a, **k))
+    resumed = quality.run(task, states, offsets, args, "paper", 0)
+    assert len(steps) == 1 and "continuing from step 3/4" in capsys.readouterr().out
+    assert resumed == {**whole, "seconds": resumed["seconds"]}  # step 3's work kept: the same numbers
 
 
 def test_a_bf16_run_trains_under_autocast_and_is_recorded_as_another_run(monkeypatch):
