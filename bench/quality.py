@@ -96,8 +96,9 @@ def autocast(device: torch.device, precision: str):
 def train(model, cfg, task, states, offsets, pairs, seed, probe=None, progress=None):
     """The training steps; every `train.eval_every` steps and at the end, `probe()` (a held-out
     accuracy) is recorded in the curve and the run's state saved to `progress`, from which an
-    interrupted run continues; a stop asked for (SIGTERM, Ctrl-C) saves it at the step it ends. Returns (mean of the last 20 steps' losses, curve, seconds spent training,
-    those before an interruption included)."""
+    interrupted run continues; a stop asked for (SIGTERM, Ctrl-C) saves it at the step it ends.
+    Returns (mean of the last 20 steps' losses, curve, seconds spent training, those before an
+    interruption included)."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.max_steps))
